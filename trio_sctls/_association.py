@@ -1,0 +1,657 @@
+"""SecureAssociation: RFC 3436 TLS channels over one SCTP association.
+
+Theory of operation
+===================
+
+Shape. One SCTP association carries ``n = min(inbound, outbound)`` bidirectional streams
+(RFC 3436 section 3.1); stream ids ``0..n-1`` each run their own TLS connection, and the
+initiator of the association is the TLS client on all of them. Each channel is an
+ordinary :class:`trio.SSLStream` over a :class:`~trio_sctls._pipe.StreamPipe`. Streams
+beyond ``n`` are unidirectional and cannot carry TLS (section 7); they are reachable only
+through the explicit plain-message API when the user opts in.
+
+Demultiplexing. SCTP tells us a message's stream only after we have received it, so one
+task per association (the demux) reads the transport and appends each message to its
+stream's pipe without ever waiting for a reader. Buffers are bounded: each stream may
+hold ``stream_budget`` unread bytes and the association ``association_budget``. Below
+both, a reader that does not read one channel holds back nothing else. At a bound the
+``overflow`` policy applies:
+
+* ``"pause"`` (default): the demux stops reading the transport until the reader catches
+  up. SCTP's receive window then pushes back on the peer: memory stays bounded, and
+  every stream stalls, as SCTP itself has no per-stream flow control.
+* ``"abort"``: the association is aborted with :class:`BufferLimitError` naming the
+  stream: for servers that would rather drop a peer than be slowed by one reader.
+
+Failure. Any TLS failure on any stream, a peer certificate that differs from the first
+one seen, an unordered message on a TLS stream (section 6.2) or data on a stream beyond
+the TLS range without opt-in, aborts the whole association (an SCTP ABORT, so the peer
+sees a clean error too), records a typed :class:`AssociationError` naming the stream, and
+wakes every reader and writer so each gets it. The demux never raises into the nursery:
+errors belong to the association, and surface on its channels.
+
+Hooks into TLS. See :mod:`trio_sctls._tls`: each SSLStream's TLS object reports
+handshake completion (the peer certificate is pinned or checked right there, before any
+application byte is sent or returned) and failures.
+
+Handshakes (section 8). ``parallel``: every channel at once. ``resume``: a full handshake
+on stream 0, then the others resume its session (abbreviated handshakes), falling back to
+full ones when no resumable session appears in time (a TLS 1.3 peer may never send a
+ticket). ``lazy``: each channel shakes hands on first use; opt-in only, since a peer that
+finishes every handshake before reading any data would wait forever. The server side
+shakes hands on all channels in the background and never waits for them before calling
+the handler, so it pairs with any client strategy.
+
+Close. ``aclose()`` sends close_notify on every open channel and waits (up to
+``close_timeout``) for the peer's, as RFC 3436 peers do before shutting SCTP down: late
+close_notify records would otherwise be lost in the shutdown. Then it runs SCTP's
+graceful SHUTDOWN. ``abort()`` sends an SCTP ABORT. Both are idempotent; a cancelled
+``aclose()`` aborts, so nothing is left half-open; neither leaves a task running.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, cast, final
+
+import trio
+
+from ._errors import (
+    AssociationError,
+    AssociationLostError,
+    BufferLimitError,
+    HandshakeError,
+    PeerIdentityError,
+    RemoteProtocolError,
+)
+from ._pipe import StreamPipe
+from ._tls import ContextAdapter, PeerIdentityMismatch, SessionCache, TLSObject, is_resumable
+from .transport import (
+    Event,
+    Message,
+    MessageTransport,
+    ShutdownReceived,
+    StreamReset,
+)
+
+log = logging.getLogger("trio_sctls")
+
+HandshakeStrategy = Literal["parallel", "resume", "lazy"]
+OverflowPolicy = Literal["pause", "abort"]
+
+#: Unread bytes one stream may hold before the overflow policy applies: several
+#: maximum-size TLS records, so a reader that is merely slow never trips it.
+DEFAULT_STREAM_BUDGET = 256 * 1024
+#: Unread bytes the whole association may hold.
+DEFAULT_ASSOCIATION_BUDGET = 4 * 1024 * 1024
+#: Seconds to wait for the peer's close_notify on each channel when closing.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Notifications kept for :meth:`SecureAssociation.receive_event`; older ones are dropped.
+MAX_KEPT_EVENTS = 256
+
+#: The process-wide client session cache used when none is given.
+default_session_cache = SessionCache()
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    BROKEN = "broken"
+
+
+@dataclass
+class ChannelInfo:
+    """What happened on one channel's handshake (a snapshot; see
+    :meth:`SecureAssociation.channel_info`).
+
+    Attributes:
+        stream: the SCTP stream id.
+        handshake_seconds: wall time from the first handshake step to completion, or
+            ``None`` if the handshake has not completed.
+        resumed: whether the TLS session was resumed (abbreviated handshake).
+        version: the TLS version, e.g. ``"TLSv1.3"``.
+        cipher: the cipher suite name.
+        note: how the strategy treated this channel, e.g. why it did not resume.
+    """
+
+    stream: int
+    handshake_seconds: float | None
+    resumed: bool | None
+    version: str | None
+    cipher: str | None
+    note: str = ""
+
+
+@final
+class SecureAssociation:
+    """TLS channels (RFC 3436) over one SCTP association.
+
+    Created by :func:`~trio_sctls.open_association` and :func:`~trio_sctls.serve`, not
+    directly.
+
+    Attributes:
+        channels: one :class:`trio.SSLStream` per bidirectional stream; the index is the
+            SCTP stream id.
+        transport: the SCTP association underneath.
+        server_side: whether we are the TLS server (the association's responder).
+    """
+
+    def __init__(
+        self,
+        transport: MessageTransport,
+        *,
+        ssl_context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None = None,
+        handshake: HandshakeStrategy = "parallel",
+        session_cache: SessionCache | None = None,
+        session_key: Hashable = None,
+        ppid: int = 0,
+        stream_budget: int = DEFAULT_STREAM_BUDGET,
+        association_budget: int = DEFAULT_ASSOCIATION_BUDGET,
+        overflow: OverflowPolicy = "pause",
+        plain_streams: bool = False,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        ticket_timeout: float | None = None,
+    ) -> None:
+        if handshake not in ("parallel", "resume", "lazy"):
+            raise ValueError(f"unknown handshake strategy {handshake!r}")
+        if overflow not in ("pause", "abort"):
+            raise ValueError(f"unknown overflow policy {overflow!r}")
+        self.transport = transport
+        self.server_side = server_side
+        self._ssl_context = ssl_context
+        self._handshake = handshake
+        self._session_cache = session_cache
+        self._session_key = session_key
+        self._stream_budget = stream_budget
+        self._association_budget = association_budget
+        self._overflow = overflow
+        self._plain_streams = plain_streams
+        self._close_timeout = close_timeout
+        self._ticket_timeout = ticket_timeout
+        self._state = _State.OPEN
+        self._error: AssociationError | None = None
+        self._pinned: bytes | None = None
+        self._pinned_stream: int | None = None
+        self._buffered = 0
+        self._drained = trio.lowlevel.ParkingLot()
+        self._events: deque[Event] = deque(maxlen=MAX_KEPT_EVENTS)
+        self._event_arrived = trio.lowlevel.ParkingLot()
+        self._notes: dict[int, str] = {}
+        self._nursery: trio.Nursery | None = None
+        self._demux_scope = trio.CancelScope()
+        self.peer_shut_down = False
+        self._plain_queue: deque[Message] = deque()
+        self._plain_arrived = trio.lowlevel.ParkingLot()
+
+        n = min(transport.inbound_streams, transport.outbound_streams)
+        self._pipes = [StreamPipe(self, i, ppid=ppid) for i in range(n)]
+        self._tls: list[TLSObject] = []
+        self.channels: list[trio.SSLStream[StreamPipe]] = []
+        for pipe in self._pipes:
+            adapter = ContextAdapter(ssl_context, pipe=pipe, observer=self)
+            channel = trio.SSLStream(
+                pipe,
+                cast(ssl.SSLContext, adapter),
+                server_hostname=None if server_side else server_hostname,
+                server_side=server_side,
+            )
+            assert adapter.created is not None
+            self._tls.append(adapter.created)
+            self.channels.append(channel)
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def inbound_streams(self) -> int:
+        """Streams the peer sends on (negotiated)."""
+        return self.transport.inbound_streams
+
+    @property
+    def outbound_streams(self) -> int:
+        """Streams we send on (negotiated)."""
+        return self.transport.outbound_streams
+
+    @property
+    def error(self) -> AssociationError | None:
+        """Why the association broke, or ``None``."""
+        return self._error
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER) pinned at the first completed handshake."""
+        return self._pinned
+
+    def channel_info(self, stream: int) -> ChannelInfo:
+        """Handshake details of one channel (see :class:`ChannelInfo`)."""
+        tls = self._tls[stream]
+        done = tls.handshake_finished is not None
+        seconds = None
+        if done and tls.handshake_started is not None and tls.handshake_finished is not None:
+            seconds = tls.handshake_finished - tls.handshake_started
+        cipher = tls.cipher() if done else None
+        return ChannelInfo(
+            stream=stream,
+            handshake_seconds=seconds,
+            resumed=bool(tls.session_reused) if done else None,
+            version=tls.version() if done else None,
+            cipher=cipher[0] if cipher else None,
+            note=self._notes.get(stream, ""),
+        )
+
+    async def send_unprotected(self, data: bytes, *, stream: int, ppid: int = 0) -> None:
+        """Send a plain SCTP message on a unidirectional stream (RFC 3436 section 7).
+
+        Only streams at or beyond the TLS range may be used this way, and only when the
+        association was opened with ``plain_streams=True``.
+
+        Raises:
+            ValueError: the stream carries TLS, or plain streams were not enabled.
+        """
+        if not self._plain_streams:
+            raise ValueError("open the association with plain_streams=True to use this")
+        if stream < len(self.channels):
+            raise ValueError(f"stream {stream} carries TLS (RFC 3436 section 6.2)")
+        self.check_usable()
+        await self.transport.send_message(data, stream=stream, ppid=ppid)
+
+    async def receive_unprotected(self) -> Message:
+        """Receive the next plain message from a unidirectional inbound stream.
+
+        Raises:
+            ValueError: plain streams were not enabled.
+            trio.EndOfChannel: the association ended gracefully.
+        """
+        if not self._plain_streams:
+            raise ValueError("open the association with plain_streams=True to use this")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._plain_queue:
+            self.check_usable()
+            if self.peer_shut_down:
+                raise trio.EndOfChannel
+            await self._plain_arrived.park()
+        message = self._plain_queue.popleft()
+        self.note_consumed(len(message.data))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    async def receive_event(self) -> Event:
+        """Wait for the next SCTP notification (association change, peer address change,
+        send failure, shutdown, stream reset...). At most the newest 256 are kept."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._events:
+            self.check_usable()
+            if self.peer_shut_down:
+                raise trio.EndOfChannel
+            await self._event_arrived.park()
+        event = self._events.popleft()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return event
+
+    async def aclose(self) -> None:
+        """close_notify on every open channel (waiting for the peer's), then SCTP's
+        graceful SHUTDOWN. Idempotent; if cancelled, the association is aborted."""
+        if self._state in (_State.CLOSED, _State.CLOSING):
+            await trio.lowlevel.checkpoint()
+            return
+        if self._state is _State.BROKEN:
+            self._finish()
+            await trio.lowlevel.checkpoint()
+            return
+        self._state = _State.CLOSING
+        try:
+            with trio.move_on_after(self._close_timeout):
+                async with trio.open_nursery() as nursery:
+                    for i in range(len(self.channels)):
+                        nursery.start_soon(self._close_channel, i)
+            self._demux_scope.cancel()
+            await self.transport.aclose()
+        except BaseException:
+            self.transport.abort()
+            raise
+        finally:
+            self._finish()
+
+    async def abort(self) -> None:
+        """Abort the association now (SCTP ABORT). Idempotent."""
+        if self._state is not _State.CLOSED:
+            self.transport.abort()
+            self._finish()
+        await trio.lowlevel.checkpoint()
+
+    # -- PipeOwner -----------------------------------------------------------------------
+
+    def check_usable(self) -> None:
+        """Raise the association's error if it is broken, or ClosedResourceError."""
+        if self._error is not None:
+            error = self._error
+            raise type(error)(error.detail, stream=error.stream) from error
+        if self._state is _State.CLOSED:
+            raise trio.ClosedResourceError("the association was closed")
+
+    def note_consumed(self, nbytes: int) -> None:
+        """Bytes left a buffer: give the budget back, and let a paused demux go on."""
+        self._buffered -= nbytes
+        self._drained.unpark_all()
+
+    def pipe_closed(self, pipe: StreamPipe) -> None:
+        """Tell the peer this channel is gone (RFC 6525 stream reset), unless the whole
+        association is closing anyway."""
+        if self._state is _State.OPEN and self._nursery is not None:
+            self._nursery.start_soon(self._reset_stream, pipe.stream_id)
+
+    async def _reset_stream(self, stream: int) -> None:
+        try:
+            await self.transport.reset_outgoing_stream(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    # -- TLSObserver ---------------------------------------------------------------------
+
+    def handshake_completed(self, tls: TLSObject) -> None:
+        """Pin the first peer certificate; refuse a different one on any later stream."""
+        certificate = tls.getpeercert(binary_form=True)
+        if self._pinned_stream is None:
+            self._pinned = certificate
+            self._pinned_stream = tls.stream_id
+        elif certificate != self._pinned:
+            self._fail(
+                PeerIdentityError(
+                    "peer certificate differs from the one presented on stream "
+                    f"{self._pinned_stream}",
+                    stream=tls.stream_id,
+                )
+            )
+            raise PeerIdentityMismatch(f"peer certificate changed on stream {tls.stream_id}")
+
+    def tls_failed(self, tls: TLSObject, exc: ssl.SSLError) -> None:
+        """A TLS failure on one stream aborts the association (unless it is closing)."""
+        if self._state is _State.OPEN:
+            error = HandshakeError(f"TLS failure: {exc}", stream=tls.stream_id)
+            error.__cause__ = exc
+            self._fail(error)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _fail(self, error: AssociationError) -> None:
+        if self._state in (_State.BROKEN, _State.CLOSED):
+            return
+        log.info("aborting association: %s", error)
+        self._error = error
+        self._state = _State.BROKEN
+        self.transport.abort()
+        self._wake_everyone()
+
+    def _finish(self) -> None:
+        if self._state is not _State.BROKEN:
+            self._state = _State.CLOSED
+        self._demux_scope.cancel()
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        for pipe in self._pipes:
+            pipe.wake()
+        self._drained.unpark_all()
+        self._event_arrived.unpark_all()
+        self._plain_arrived.unpark_all()
+
+    def _over_budget(self, pipe: StreamPipe | None) -> bool:
+        return self._buffered > self._association_budget or (
+            pipe is not None and pipe.buffered > self._stream_budget
+        )
+
+    async def _demux(self) -> None:
+        with self._demux_scope:
+            try:
+                while True:
+                    item = await self.transport.receive()
+                    if isinstance(item, Message):
+                        await self._dispatch(item)
+                    else:
+                        self._notify(item)
+            except trio.EndOfChannel:
+                self.peer_shut_down = True
+                for pipe in self._pipes:
+                    pipe.finish()
+                self._wake_everyone()
+            except trio.ClosedResourceError:
+                pass
+            except AssociationError as exc:
+                self._fail(exc)
+            except trio.BrokenResourceError as exc:
+                self._fail(AssociationLostError(str(exc) or "the association failed"))
+
+    def _notify(self, event: Event) -> None:
+        if isinstance(event, StreamReset):
+            for stream in event.streams:
+                if stream < len(self._pipes):
+                    self._pipes[stream].finish()
+        if isinstance(event, ShutdownReceived):
+            log.debug("peer started a graceful shutdown")
+        self._events.append(event)
+        self._event_arrived.unpark_all()
+
+    async def _dispatch(self, message: Message) -> None:
+        stream = message.stream
+        if stream < len(self._pipes):
+            if message.unordered:
+                self._fail(
+                    RemoteProtocolError(
+                        "unordered message on a TLS stream (RFC 3436 section 6.2)",
+                        stream=stream,
+                    )
+                )
+                return
+            pipe: StreamPipe | None = self._pipes[stream]
+            assert pipe is not None
+            if not pipe.feed(message.data):
+                return  # closed locally: discarded
+        elif self._plain_streams:
+            pipe = None
+            self._plain_queue.append(message)
+            self._plain_arrived.unpark_all()
+        else:
+            self._fail(
+                RemoteProtocolError(
+                    f"data on stream {stream}, beyond the TLS streams 0..{len(self._pipes) - 1}"
+                    " (RFC 3436 section 7; pass plain_streams=True to accept it)",
+                    stream=stream,
+                )
+            )
+            return
+        self._buffered += len(message.data)
+        while self._over_budget(pipe) and self._state is _State.OPEN:
+            if self._overflow == "abort":
+                self._fail(
+                    BufferLimitError(
+                        f"{pipe.buffered if pipe else self._buffered} unread bytes exceed "
+                        "the budget",
+                        stream=stream,
+                    )
+                )
+                return
+            # "pause": stop reading the transport; SCTP's window pushes back on the peer.
+            await self._drained.park()
+
+    async def _handshake_channel(self, stream: int) -> None:
+        try:
+            await self.channels[stream].do_handshake()
+            await self._pipes[stream].flush()
+        except trio.BrokenResourceError as exc:
+            self._raise_setup_error(stream, exc)
+
+    def _raise_setup_error(self, stream: int, exc: BaseException) -> None:
+        if self._error is not None:
+            raise self._error from exc
+        error = HandshakeError(f"handshake failed: {exc.__cause__ or exc}", stream=stream)
+        self._fail(error)
+        raise error from exc
+
+    async def _server_handshakes(self) -> None:
+        # In the background: a lazy client may leave some channels unused for long.
+        async def one(stream: int) -> None:
+            try:
+                await self._handshake_channel(stream)
+            except AssociationError:
+                pass  # recorded; readers and writers see it
+
+        assert self._nursery is not None
+        for stream in range(len(self.channels)):
+            self._nursery.start_soon(one, stream)
+        await trio.lowlevel.checkpoint()
+
+    async def _client_handshakes(self) -> None:
+        cache, key = self._session_cache, self._session_key
+        cached = cache.get(self._ssl_context, key) if cache is not None else None
+        if self._handshake == "lazy":
+            if cached is not None:
+                for channel in self.channels:
+                    channel.session = cached
+            await trio.lowlevel.checkpoint()
+            return
+        if self._handshake == "parallel":
+            if cached is not None:
+                for channel in self.channels:
+                    channel.session = cached
+            async with trio.open_nursery() as nursery:
+                for stream in range(len(self.channels)):
+                    nursery.start_soon(self._handshake_channel, stream)
+            self._remember_session(0)
+            return
+        # "resume": full (or cached) handshake on stream 0, then the rest resume it.
+        if cached is not None:
+            self.channels[0].session = cached
+        await self._handshake_channel(0)
+        session = await self._resumable_session()
+        async with trio.open_nursery() as nursery:
+            for stream in range(1, len(self.channels)):
+                if session is not None:
+                    self.channels[stream].session = session
+                else:
+                    self._notes[stream] = "full handshake: no resumable session from stream 0"
+                nursery.start_soon(self._handshake_channel, stream)
+
+    def _remember_session(self, stream: int) -> None:
+        if self._session_cache is None or not self.channels:
+            return
+        channel = self.channels[stream]
+        session = channel.session
+        if is_resumable(session, channel.version()):
+            assert session is not None
+            self._session_cache.put(self._ssl_context, self._session_key, session)
+
+    async def _resumable_session(self) -> ssl.SSLSession | None:
+        channel = self.channels[0]
+        if channel.version() == "TLSv1.3" and not is_resumable(channel.session, "TLSv1.3"):
+            await self._harvest_ticket()
+        if not is_resumable(channel.session, channel.version()):
+            return None
+        self._remember_session(0)
+        session: ssl.SSLSession | None = channel.session
+        return session
+
+    async def _harvest_ticket(self) -> None:
+        """Read stream 0 until OpenSSL has processed a TLS 1.3 session ticket, keeping
+        any application data for the user (see _tls.py), for at most the ticket
+        timeout: some peers never send a ticket."""
+        channel, tls, pipe = self.channels[0], self._tls[0], self._pipes[0]
+        timeout = self._ticket_timeout
+        if timeout is None:
+            elapsed = (tls.handshake_finished or 0.0) - (tls.handshake_started or 0.0)
+            # A ticket follows the server's handshake by about one round trip, which the
+            # handshake itself took several of: scale with it, within sane bounds.
+            timeout = min(max(3 * elapsed, 0.05), 5.0)
+
+        with trio.move_on_after(timeout) as scope:
+
+            def stop_once_ticket_processed() -> None:
+                if is_resumable(channel.session, "TLSv1.3"):
+                    scope.cancel()
+
+            pipe.on_receive_wait = stop_once_ticket_processed
+            try:
+                while tls.pushed_back < self._stream_budget:
+                    data = await channel.receive_some()
+                    if not data:
+                        break
+                    tls.unread(data)
+                    stop_once_ticket_processed()
+            except trio.BrokenResourceError as exc:
+                self._raise_setup_error(0, exc)
+            finally:
+                pipe.on_receive_wait = None
+        if not is_resumable(channel.session, "TLSv1.3"):
+            log.debug("no TLS 1.3 session ticket on stream 0 within %.3f s", timeout)
+
+    async def _close_channel(self, stream: int) -> None:
+        channel, pipe, tls = self.channels[stream], self._pipes[stream], self._tls[stream]
+        if pipe.closed:
+            return
+        if tls.handshake_finished is None or self._error is not None:
+            # Never shook hands (lazy, unused): nothing to close at the TLS level.
+            await pipe.aclose()
+            return
+        try:
+            # close_notify, then wait for the peer's.
+            await channel.unwrap()
+        except trio.BusyResourceError:
+            # The user is reading or writing it right now: send close_notify only.
+            await channel.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await pipe.aclose()
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        nursery.start_soon(self._demux)
+        try:
+            if self.server_side:
+                await self._server_handshakes()
+            else:
+                await self._client_handshakes()
+        except AssociationError:
+            raise
+        except trio.BrokenResourceError as exc:
+            self._raise_setup_error(0, exc)
+
+
+@asynccontextmanager
+async def run_association(
+    association: SecureAssociation,
+    *,
+    handshake_timeout: float = 30.0,
+) -> AsyncIterator[SecureAssociation]:
+    """Run ``association``: start its demux, run its handshake strategy (within
+    ``handshake_timeout`` seconds), yield it, then close it (gracefully if the body
+    returned, by abort if it raised)."""
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        try:
+            with trio.move_on_after(handshake_timeout) as scope:
+                await association._start(nursery)
+            if scope.cancelled_caught:
+                error = HandshakeError(
+                    f"handshakes did not complete within {handshake_timeout} s"
+                )
+                association._fail(error)
+                raise error
+            log.debug("association ready in %.3f s", time.perf_counter() - started)
+            yield association
+        except BaseException:
+            await association.abort()
+            raise
+        else:
+            await association.aclose()
+        finally:
+            nursery.cancel_scope.cancel()
+

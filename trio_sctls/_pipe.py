@@ -1,0 +1,206 @@
+"""StreamPipe: one SCTP stream id, both directions, as a :class:`trio.abc.Stream`.
+
+It is the ``transport_stream`` under one :class:`trio.SSLStream`.
+
+Receive side: the association's demux task appends each message that arrives on this
+stream (one TLS record each) with :meth:`StreamPipe.feed`, which never blocks; a reader
+takes everything buffered at once. The buffer's size is what the association's budget
+policy watches.
+
+Send side: TLS hands us bytes that hold whole records (OpenSSL writes whole records into
+its memory BIO); RFC 3436 section 3.2 wants each TLS record carried as one SCTP user
+message, ordered, with no lifetime limit (section 6.2), so we cut at the 5-byte record
+headers and send record by record. A partial record (never produced by OpenSSL, but
+allowed by the Stream contract) waits for the rest.
+
+Closing a pipe closes this one stream locally: unread bytes are dropped, later arrivals
+are discarded, and we ask SCTP to reset our outgoing stream (RFC 6525) so that the peer's
+pipe learns of it, the way a TCP peer learns of a close. When the peer resets its
+outgoing stream, our receive side ends (b"" after what is buffered) and our sends fail
+with :class:`trio.BrokenResourceError`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, final
+
+import trio
+
+from .transport import MessageTransport
+
+#: TLS record header: content type (1), legacy version (2), length (2).
+TLS_HEADER_SIZE = 5
+
+
+class PipeOwner(Protocol):
+    """What a pipe needs from its association (kept small so pipes test alone)."""
+
+    transport: MessageTransport
+
+    def check_usable(self) -> None:
+        """Raise the association's error if it is broken or closed."""
+
+    def note_consumed(self, nbytes: int) -> None:
+        """Account ``nbytes`` taken out of a pipe's buffer (the budget)."""
+
+    def pipe_closed(self, pipe: StreamPipe) -> None:
+        """A pipe was closed locally."""
+
+
+@final
+class StreamPipe(trio.abc.Stream):
+    """The byte stream of one SCTP stream id, framed as TLS records on the way out.
+
+    Args:
+        owner: the association that feeds and accounts for this pipe.
+        stream_id: the SCTP stream id.
+        ppid: the payload protocol identifier put on every message sent.
+    """
+
+    def __init__(self, owner: PipeOwner, stream_id: int, *, ppid: int = 0) -> None:
+        self._owner = owner
+        self.stream_id = stream_id
+        self.ppid = ppid
+        self._chunks: deque[bytes] = deque()
+        #: Bytes buffered and not yet read.
+        self.buffered = 0
+        #: Set when the peer reset its outgoing stream or the association ended
+        #: gracefully: the receive side ends once the buffer is empty.
+        self.peer_finished = False
+        self.closed = False
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._send_lock = trio.StrictFIFOLock()
+        self._partial = b""
+        self._receiving = False
+        #: Called each time a reader wants more bytes; the association's ticket
+        #: harvest uses it to stop reading the moment a session ticket was processed.
+        self.on_receive_wait: Callable[[], None] | None = None
+        #: Bytes to send before anything else (TLS 1.3 session tickets, see _tls.py).
+        self.pending_out = b""
+
+    # -- fed by the demux task -------------------------------------------------------
+
+    def feed(self, data: bytes) -> bool:
+        """Buffer ``data`` that arrived on this stream. Never blocks.
+
+        Returns:
+            ``False`` if the pipe is closed and the bytes were discarded.
+        """
+        if self.closed:
+            return False
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self._arrived.unpark_all()
+        return True
+
+    def finish(self) -> None:
+        """Nothing more will arrive: readers get b"" once the buffer is empty."""
+        self.peer_finished = True
+        self._arrived.unpark_all()
+
+    def wake(self) -> None:
+        """Wake readers so that they notice the association's state changed."""
+        self._arrived.unpark_all()
+
+    # -- receive side ------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return what is buffered (at most ``max_bytes``), waiting if nothing is.
+
+        Returns b"" once the peer finished this stream and everything was read.
+        """
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this stream")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                if self.closed:
+                    raise trio.ClosedResourceError("this stream was closed")
+                if self._chunks:
+                    data = self._take(max_bytes)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return data
+                self._owner.check_usable()
+                if self.peer_finished:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return b""
+                if self.on_receive_wait is not None:
+                    self.on_receive_wait()
+                await self._arrived.park()
+        finally:
+            self._receiving = False
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        chunks = self._chunks
+        if max_bytes is None or max_bytes >= self.buffered:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            parts: list[bytes] = []
+            wanted = max_bytes
+            while wanted:
+                head = chunks[0]
+                if len(head) <= wanted:
+                    parts.append(chunks.popleft())
+                    wanted -= len(head)
+                else:
+                    parts.append(head[:wanted])
+                    chunks[0] = head[wanted:]
+                    wanted = 0
+            data = b"".join(parts)
+        self.buffered -= len(data)
+        self._owner.note_consumed(len(data))
+        return data
+
+    # -- send side -----------------------------------------------------------------------
+
+    def _check_sendable(self) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError("this stream was closed")
+        self._owner.check_usable()
+        if self.peer_finished:
+            raise trio.BrokenResourceError(f"the peer closed stream {self.stream_id}")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send TLS bytes, one SCTP user message per TLS record."""
+        async with self._send_lock:
+            self._check_sendable()
+            buffer = self.pending_out + self._partial + bytes(data)
+            self.pending_out = self._partial = b""
+            view = memoryview(buffer)
+            send = self._owner.transport.send_message
+            while len(view) >= TLS_HEADER_SIZE:
+                end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
+                if end > len(view):
+                    break
+                await send(view[:end], stream=self.stream_id, ppid=self.ppid)
+                view = view[end:]
+            self._partial = bytes(view)
+
+    async def flush(self) -> None:
+        """Send :attr:`pending_out` now, if any."""
+        if self.pending_out:
+            await self.send_all(b"")
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Checkpoint; SCTP's send buffer is shared, so we cannot say more."""
+        await trio.lowlevel.checkpoint()
+        self._check_sendable()
+
+    async def aclose(self) -> None:
+        """Close this stream locally; the association and other streams carry on."""
+        if not self.closed:
+            self.closed = True
+            self._owner.note_consumed(self.buffered)
+            self._chunks.clear()
+            self.buffered = 0
+            self._arrived.unpark_all()
+            self._owner.pipe_closed(self)
+        await trio.lowlevel.checkpoint()
