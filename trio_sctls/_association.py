@@ -72,6 +72,7 @@ from ._errors import (
     RemoteProtocolError,
 )
 from ._pipe import StreamPipe
+from ._util import unwrap_single_exception
 from ._tls import ContextAdapter, PeerIdentityMismatch, SessionCache, TLSObject, is_resumable
 from .transport import (
     Event,
@@ -93,6 +94,8 @@ DEFAULT_STREAM_BUDGET = 256 * 1024
 DEFAULT_ASSOCIATION_BUDGET = 4 * 1024 * 1024
 #: Seconds to wait for the peer's close_notify on each channel when closing.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Seconds we try to deliver a TLS alert before the ABORT that follows it.
+ALERT_TIMEOUT = 1.0
 #: Notifications kept for :meth:`SecureAssociation.receive_event`; older ones are dropped.
 MAX_KEPT_EVENTS = 256
 
@@ -373,26 +376,41 @@ class SecureAssociation:
             )
             raise PeerIdentityMismatch(f"peer certificate changed on stream {tls.stream_id}")
 
-    def tls_failed(self, tls: TLSObject, exc: ssl.SSLError) -> None:
-        """A TLS failure on one stream aborts the association (unless it is closing)."""
+    def tls_failed(self, tls: TLSObject, exc: ssl.SSLError, alert: bytes) -> None:
+        """A TLS failure on one stream aborts the association (unless it is closing),
+        after sending the alert OpenSSL produced, so the peer learns why."""
         if self._state is _State.OPEN:
             error = HandshakeError(f"TLS failure: {exc}", stream=tls.stream_id)
             error.__cause__ = exc
-            self._fail(error)
+            self._fail(error, alert=(tls.stream_id, alert) if alert else None)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _fail(self, error: AssociationError) -> None:
+    def _fail(self, error: AssociationError, *, alert: tuple[int, bytes] | None = None) -> None:
         if self._state in (_State.BROKEN, _State.CLOSED):
             return
         log.info("aborting association: %s", error)
         self._error = error
         self._state = _State.BROKEN
-        self.transport.abort()
+        if alert is not None and self._nursery is not None:
+            self._nursery.start_soon(self._send_alert_then_abort, *alert)
+        else:
+            self.transport.abort()
         self._wake_everyone()
 
+    async def _send_alert_then_abort(self, stream: int, alert: bytes) -> None:
+        try:
+            with trio.move_on_after(ALERT_TIMEOUT):
+                await self.transport.send_message(alert, stream=stream, ppid=self._pipes[0].ppid)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.transport.abort()
+
     def _finish(self) -> None:
-        if self._state is not _State.BROKEN:
+        if self._state is _State.BROKEN:
+            self.transport.abort()
+        else:
             self._state = _State.CLOSED
         self._demux_scope.cancel()
         self._wake_everyone()
@@ -490,9 +508,20 @@ class SecureAssociation:
             self._raise_setup_error(stream, exc)
 
     def _raise_setup_error(self, stream: int, exc: BaseException) -> None:
+        if isinstance(exc, AssociationError):
+            # The association itself failed (aborted, lost) while shaking hands.
+            self._fail(exc)
+            self.check_usable()
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, PeerIdentityMismatch):
+            # The most specific account: TLS failed on this stream (e.g. the peer's
+            # alert arrived just before its ABORT).
+            error: AssociationError = HandshakeError(f"handshake failed: {cause}", stream=stream)
+            self._fail(error)
+            raise error from cause
         if self._error is not None:
-            raise self._error from exc
-        error = HandshakeError(f"handshake failed: {exc.__cause__ or exc}", stream=stream)
+            self.check_usable()
+        error = HandshakeError(f"handshake failed: {cause or exc}", stream=stream)
         self._fail(error)
         raise error from exc
 
@@ -501,8 +530,8 @@ class SecureAssociation:
         async def one(stream: int) -> None:
             try:
                 await self._handshake_channel(stream)
-            except AssociationError:
-                pass  # recorded; readers and writers see it
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # recorded, or closing; readers and writers see it
 
         assert self._nursery is not None
         for stream in range(len(self.channels)):
@@ -522,9 +551,7 @@ class SecureAssociation:
             if cached is not None:
                 for channel in self.channels:
                     channel.session = cached
-            async with trio.open_nursery() as nursery:
-                for stream in range(len(self.channels)):
-                    nursery.start_soon(self._handshake_channel, stream)
+            await self._handshake_all(range(len(self.channels)))
             self._remember_session(0)
             return
         # "resume": full (or cached) handshake on stream 0, then the rest resume it.
@@ -532,13 +559,29 @@ class SecureAssociation:
             self.channels[0].session = cached
         await self._handshake_channel(0)
         session = await self._resumable_session()
-        async with trio.open_nursery() as nursery:
-            for stream in range(1, len(self.channels)):
-                if session is not None:
-                    self.channels[stream].session = session
-                else:
-                    self._notes[stream] = "full handshake: no resumable session from stream 0"
-                nursery.start_soon(self._handshake_channel, stream)
+        for stream in range(1, len(self.channels)):
+            if session is not None:
+                self.channels[stream].session = session
+            else:
+                self._notes[stream] = "full handshake: no resumable session from stream 0"
+        await self._handshake_all(range(1, len(self.channels)))
+
+    async def _handshake_all(self, streams: range) -> None:
+        """Handshake on ``streams`` concurrently; one failure is the association's."""
+        try:
+            async with trio.open_nursery() as nursery:
+                for stream in streams:
+                    nursery.start_soon(self._handshake_channel, stream)
+        except BaseExceptionGroup as group:
+            failures, others = group.split(AssociationError)
+            if others is not None or failures is None:
+                raise
+            if self._error is not None:
+                self.check_usable()
+            first = failures.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
 
     def _remember_session(self, stream: int) -> None:
         if self._session_cache is None or not self.channels:
@@ -635,23 +678,23 @@ async def run_association(
     ``handshake_timeout`` seconds), yield it, then close it (gracefully if the body
     returned, by abort if it raised)."""
     started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        try:
-            with trio.move_on_after(handshake_timeout) as scope:
-                await association._start(nursery)
-            if scope.cancelled_caught:
-                error = HandshakeError(
-                    f"handshakes did not complete within {handshake_timeout} s"
-                )
-                association._fail(error)
-                raise error
-            log.debug("association ready in %.3f s", time.perf_counter() - started)
-            yield association
-        except BaseException:
-            await association.abort()
-            raise
-        else:
-            await association.aclose()
-        finally:
-            nursery.cancel_scope.cancel()
-
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.move_on_after(handshake_timeout) as scope:
+                    await association._start(nursery)
+                if scope.cancelled_caught:
+                    error = HandshakeError(
+                        f"handshakes did not complete within {handshake_timeout} s"
+                    )
+                    association._fail(error)
+                    raise error
+                log.debug("association ready in %.3f s", time.perf_counter() - started)
+                yield association
+            except BaseException:
+                await association.abort()
+                raise
+            else:
+                await association.aclose()
+            finally:
+                nursery.cancel_scope.cancel()

@@ -47,8 +47,9 @@ class TLSObserver(Protocol):
     def handshake_completed(self, tls: TLSObject) -> None:
         """Called as a handshake completes; raising :class:`ssl.SSLError` refuses it."""
 
-    def tls_failed(self, tls: TLSObject, exc: ssl.SSLError) -> None:
-        """Called when TLS fails on a channel (not for want-read or clean EOF)."""
+    def tls_failed(self, tls: TLSObject, exc: ssl.SSLError, alert: bytes) -> None:
+        """Called when TLS fails on a channel (not for want-read or clean EOF), with
+        the alert OpenSSL wrote (Trio does not send it once an operation failed)."""
 
 
 class PeerIdentityMismatch(ssl.SSLError):
@@ -115,7 +116,7 @@ class TLSObject:
 
     def _failed(self, exc: ssl.SSLError) -> None:
         if not isinstance(exc, _NOT_FAILURES):
-            self._observer.tls_failed(self, exc)
+            self._observer.tls_failed(self, exc, self._outgoing.read())
 
     def do_handshake(self) -> None:
         """Step the handshake; on completion pin the peer and release TLS 1.3 tickets."""

@@ -1,0 +1,168 @@
+"""Shared fixtures: certificates, TLS contexts, transports, and association pairs.
+
+Kernel SCTP tests are marked ``kernel``. Where this kernel has SCTP they run here like
+any other test; where it has none they are deselected here and run inside a QEMU VM
+booting a stock Debian kernel, by ``tests/test_kernel_vm.py`` (see tests/vm/).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+from trio_sctls import SecureAssociation, kernel_sctp_available, open_association, serve
+from trio_sctls._api import TransportName
+from trio_sctls._util import unwrap_single_exception
+
+#: True inside the test VM (set by tests/vm/run_in_vm.py).
+IN_VM = os.environ.get("TRIO_SCTLS_IN_VM") == "1"
+#: Whether kernel SCTP tests can run in this process.
+KERNEL_SCTP = kernel_sctp_available()
+
+SERVER_NAME = "server.example"
+# ECDSA: handshakes are several times cheaper than RSA-2048, which matters in the VM
+# where OpenSSL runs ~100x slower.
+CA = trustme.CA(key_type=trustme.KeyType.ECDSA)
+SERVER_CERT = CA.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA)
+#: A second, equally valid certificate for the same name: what a man in the middle
+#: holding a mis-issued certificate would present.
+OTHER_SERVER_CERT = CA.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA)
+CLIENT_CERT = CA.issue_cert("client.example", key_type=trustme.KeyType.ECDSA)
+
+TLS_VERSIONS = {
+    "tls12": ssl.TLSVersion.TLSv1_2,
+    "tls13": ssl.TLSVersion.TLSv1_3,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without kernel SCTP here, kernel tests belong to the VM run, not to this one."""
+    if KERNEL_SCTP:
+        keep = [item for item in items if "vm_runner" not in item.keywords]
+    else:
+        keep = [item for item in items if "kernel" not in item.keywords]
+    deselected = [item for item in items if item not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
+
+
+def server_context(
+    version: ssl.TLSVersion | None = None,
+    *,
+    cert: trustme.LeafCert = SERVER_CERT,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
+    """A server context with ``cert``; optionally requiring a client certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    if version is not None:
+        context.minimum_version = context.maximum_version = version
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        CA.configure_trust(context)
+    return context
+
+
+def client_context(
+    version: ssl.TLSVersion | None = None, *, client_cert: bool = False
+) -> ssl.SSLContext:
+    """A client context trusting the test CA; optionally presenting a client cert."""
+    context = ssl.create_default_context()
+    CA.configure_trust(context)
+    if version is not None:
+        context.minimum_version = context.maximum_version = version
+    if client_cert:
+        CLIENT_CERT.configure_cert(context)
+    return context
+
+
+@pytest.fixture(params=["memory", pytest.param("kernel", marks=pytest.mark.kernel)])
+def transport(request: pytest.FixtureRequest) -> TransportName:
+    """Each association test runs on the in-process transport and on kernel SCTP."""
+    name: TransportName = request.param
+    return name
+
+
+@pytest.fixture(params=list(TLS_VERSIONS))
+def tls_version(request: pytest.FixtureRequest) -> ssl.TLSVersion:
+    """TLS 1.2 and TLS 1.3."""
+    return TLS_VERSIONS[request.param]
+
+
+@dataclass
+class Pair:
+    """A connected client and server association."""
+
+    client: SecureAssociation
+    server: SecureAssociation
+    port: int
+    #: Set to let the server's handler return (its association then closes).
+    release_server: trio.Event = field(default_factory=trio.Event)
+
+
+@asynccontextmanager
+async def association_pair(
+    transport: TransportName = "memory",
+    *,
+    client_ctx: ssl.SSLContext | None = None,
+    server_ctx: ssl.SSLContext | None = None,
+    client_options: dict[str, Any] | None = None,
+    server_options: dict[str, Any] | None = None,
+) -> AsyncIterator[Pair]:
+    """Serve on a free port, connect to it, and yield both ends.
+
+    On exit the server's handler is released first, so both ends close gracefully
+    together, as two well-behaved peers would.
+    """
+    server_ctx = server_ctx or server_context()
+    client_ctx = client_ctx or client_context()
+    accepted_send, accepted_receive = trio.open_memory_channel[SecureAssociation](1)
+    release = trio.Event()
+
+    async def handler(association: SecureAssociation) -> None:
+        await accepted_send.send(association)
+        await release.wait()
+
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            listener = await nursery.start(
+                partial(
+                    serve,
+                    handler,
+                    0,
+                    ssl_context=server_ctx,
+                    host="127.0.0.1",
+                    transport=transport,
+                    **(server_options or {}),
+                )
+            )
+            options = {"session_cache": None, **(client_options or {})}
+            async with open_association(
+                "127.0.0.1",
+                listener.port,
+                ssl_context=client_ctx,
+                server_hostname=SERVER_NAME,
+                transport=transport,
+                **options,
+            ) as client:
+                server = await accepted_receive.receive()
+                pair = Pair(client, server, listener.port, release)
+                yield pair
+                release.set()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def pair_factory(transport: TransportName) -> Any:
+    """``async with pair_factory(**kwargs) as pair`` on the parametrized transport."""
+    return partial(association_pair, transport)

@@ -1,0 +1,34 @@
+"""Small helpers shared by the modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (however deeply nested), or ``None``."""
+    exceptions = group.exceptions
+    while len(exceptions) == 1:
+        only = exceptions[0]
+        if not isinstance(only, BaseExceptionGroup):
+            return only
+        exceptions = only.exceptions
+    return None
+
+
+@contextmanager
+def unwrap_single_exception() -> Iterator[None]:
+    """Let a nursery owned by a context manager raise its one exception bare.
+
+    The background tasks of an association never raise (their failures are the
+    association's state), so an exception group holding a single exception came from
+    the caller's own code, and users should see it as they raised it.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = single_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__
