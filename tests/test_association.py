@@ -407,7 +407,7 @@ async def test_server_close_is_seen_by_the_client(pair_factory: PairFactory) -> 
         assert await pair.client.channels[1].receive_some() == b"last words"
         for i in range(3):
             assert await pair.client.channels[i].receive_some() == b""
-        await pair.client.aclose()  # our close_notify, which the server waits for
+            await pair.client.channels[i].aclose()  # our close_notify, awaited by the server
         event = await pair.client.receive_event()
         while not isinstance(event, ShutdownReceived):
             event = await pair.client.receive_event()
