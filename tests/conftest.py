@@ -56,6 +56,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show how the kernel-SCTP run inside the VM went, if it ran."""
+    from .test_kernel_vm import SUMMARY
+
+    for line in SUMMARY:
+        terminalreporter.write_line(line)
+
+
 def server_context(
     version: ssl.TLSVersion | None = None,
     *,

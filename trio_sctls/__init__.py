@@ -9,6 +9,7 @@ from ._api import open_association as open_association
 from ._api import open_sctp_association as open_sctp_association
 from ._api import serve as serve
 from ._api import serve_sctp as serve_sctp
+from ._association import Channel as Channel
 from ._association import ChannelInfo as ChannelInfo
 from ._association import SecureAssociation as SecureAssociation
 from ._association import default_session_cache as default_session_cache

@@ -51,6 +51,7 @@ graceful SHUTDOWN. ``abort()`` sends an SCTP ABORT. Both are idempotent; a cance
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import ssl
@@ -59,7 +60,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal, cast, final
+from typing import Literal, TypeAlias, cast, final
 
 import trio
 
@@ -72,8 +73,8 @@ from ._errors import (
     RemoteProtocolError,
 )
 from ._pipe import StreamPipe
-from ._util import unwrap_single_exception
 from ._tls import ContextAdapter, PeerIdentityMismatch, SessionCache, TLSObject, is_resumable
+from ._util import unwrap_single_exception
 from .transport import (
     Event,
     Message,
@@ -83,6 +84,9 @@ from .transport import (
 )
 
 log = logging.getLogger("trio_sctls")
+
+#: The type of a channel: a plain Trio TLS stream (over our per-stream pipe).
+Channel: TypeAlias = trio.SSLStream[trio.abc.Stream]
 
 HandshakeStrategy = Literal["parallel", "resume", "lazy"]
 OverflowPolicy = Literal["pause", "abort"]
@@ -199,11 +203,11 @@ class SecureAssociation:
         n = min(transport.inbound_streams, transport.outbound_streams)
         self._pipes = [StreamPipe(self, i, ppid=ppid) for i in range(n)]
         self._tls: list[TLSObject] = []
-        self.channels: list[trio.SSLStream[StreamPipe]] = []
+        self.channels: list[Channel] = []
         for pipe in self._pipes:
             adapter = ContextAdapter(ssl_context, pipe=pipe, observer=self)
-            channel = trio.SSLStream(
-                pipe,
+            channel: Channel = trio.SSLStream(
+                cast(trio.abc.Stream, pipe),
                 cast(ssl.SSLContext, adapter),
                 server_hostname=None if server_side else server_hostname,
                 server_side=server_side,
@@ -353,10 +357,8 @@ class SecureAssociation:
             self._nursery.start_soon(self._reset_stream, pipe.stream_id)
 
     async def _reset_stream(self, stream: int) -> None:
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.transport.reset_outgoing_stream(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     # -- TLSObserver ---------------------------------------------------------------------
 
@@ -528,10 +530,9 @@ class SecureAssociation:
     async def _server_handshakes(self) -> None:
         # In the background: a lazy client may leave some channels unused for long.
         async def one(stream: int) -> None:
-            try:
+            # Failures are recorded (or we are closing); readers and writers see them.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._handshake_channel(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # recorded, or closing; readers and writers see it
 
         assert self._nursery is not None
         for stream in range(len(self.channels)):

@@ -1,0 +1,140 @@
+"""The in-process transport keeps SCTP's message semantics (see its module docstring)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_sctls import AssociationAbortedError
+from trio_sctls.transport import (
+    MIN_MAX_MESSAGE_SIZE,
+    Message,
+    ShutdownReceived,
+    StreamReset,
+)
+from trio_sctls.transport.memory import connect_memory, listen_memory, memory_pair
+
+
+async def test_stream_counts_are_negotiated_like_init_and_init_ack() -> None:
+    client, server = memory_pair(
+        client_outbound=4, client_max_inbound=6, server_outbound=10, server_max_inbound=10
+    )
+    assert (client.outbound_streams, client.inbound_streams) == (4, 6)
+    assert (server.outbound_streams, server.inbound_streams) == (6, 4)
+
+
+async def test_messages_keep_stream_ppid_and_order() -> None:
+    client, server = memory_pair()
+    for i in range(5):
+        await client.send_message(b"m%d" % i, stream=i % 2, ppid=46)
+    got = [await server.receive() for _ in range(5)]
+    assert got == [Message(b"m%d" % i, i % 2, 46) for i in range(5)]
+
+
+async def test_send_arguments_are_checked() -> None:
+    client, _ = memory_pair(client_outbound=2)
+    with pytest.raises(ValueError, match="out of range"):
+        await client.send_message(b"x", stream=2)
+    with pytest.raises(ValueError, match="empty"):
+        await client.send_message(b"", stream=0)
+    with pytest.raises(ValueError, match="32 bits"):
+        await client.send_message(b"x", stream=0, ppid=2**32)
+
+
+async def test_a_delayed_stream_does_not_hold_back_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = memory_pair(client_delay=lambda stream: 5.0 if stream == 1 else 0.0)
+    await client.send_message(b"slow", stream=1)
+    await client.send_message(b"fast", stream=2)
+    start = trio.current_time()
+    first = await server.receive()
+    assert first == Message(b"fast", 2) and trio.current_time() == start
+    second = await server.receive()
+    assert second == Message(b"slow", 1) and trio.current_time() == start + 5.0
+
+
+async def test_the_window_pushes_back_on_a_sender_whose_peer_does_not_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = memory_pair(window=1000)
+    await client.send_message(b"a" * 800, stream=0)
+    with trio.move_on_after(60) as scope:  # the peer holds 800 of 1000 bytes
+        await client.send_message(b"b" * 800, stream=0)
+    assert scope.cancelled_caught
+    assert await server.receive() == Message(b"a" * 800, 0)
+    await client.send_message(b"b" * 800, stream=0)  # room again
+
+
+async def test_rfc3436_minimum_message_size_passes_and_the_maximum_is_enforced() -> None:
+    client, server = memory_pair(max_message_size=64 * 1024)
+    big = bytes(range(256)) * (MIN_MAX_MESSAGE_SIZE // 256 + 1)
+    await client.send_message(big[:MIN_MAX_MESSAGE_SIZE], stream=0)
+    assert (await server.receive()).data == big[:MIN_MAX_MESSAGE_SIZE]
+    with pytest.raises(AssociationAbortedError):
+        await client.send_message(b"x" * (64 * 1024 + 1), stream=0)
+    with pytest.raises(AssociationAbortedError):
+        await server.receive()
+
+
+async def test_graceful_shutdown_delivers_then_notifies_then_ends() -> None:
+    client, server = memory_pair()
+    await client.send_message(b"last", stream=3)
+    await client.aclose()
+    assert await server.receive() == Message(b"last", 3)
+    assert await server.receive() == ShutdownReceived()
+    with pytest.raises(trio.EndOfChannel):
+        await server.receive()
+    with pytest.raises(trio.BrokenResourceError):  # SHUTDOWN received: no new data
+        await server.send_message(b"late", stream=0)
+    with pytest.raises(trio.ClosedResourceError):
+        await client.receive()
+    await client.aclose()  # idempotent
+
+
+async def test_abort_reaches_the_peer_after_what_was_already_delivered() -> None:
+    client, server = memory_pair()
+    await client.send_message(b"before", stream=0)
+    client.abort()
+    client.abort()
+    assert await server.receive() == Message(b"before", 0)
+    with pytest.raises(AssociationAbortedError):
+        await server.receive()
+    with pytest.raises(AssociationAbortedError):
+        await server.send_message(b"x", stream=0)
+    with pytest.raises(trio.ClosedResourceError):
+        await client.send_message(b"x", stream=0)
+
+
+async def test_stream_reset_follows_the_stream_data() -> None:
+    client, server = memory_pair()
+    await client.send_message(b"tail", stream=2)
+    assert await client.reset_outgoing_stream(2)
+    assert await server.receive() == Message(b"tail", 2)
+    assert await server.receive() == StreamReset((2,))
+
+
+async def test_two_receivers_is_a_busy_error() -> None:
+    _, server = memory_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await server.receive()
+        nursery.cancel_scope.cancel()
+
+
+async def test_listener_and_connect_pair_up_through_the_registry() -> None:
+    listener = await listen_memory(0, outbound_streams=3, max_inbound_streams=5)
+    with pytest.raises(OSError, match="in use"):
+        await listen_memory(listener.port)
+    client = await connect_memory(listener.port, outbound_streams=8, max_inbound_streams=2)
+    server = await listener.accept()
+    assert (client.outbound_streams, client.inbound_streams) == (5, 2)
+    assert server.local_addresses == client.peer_addresses
+    await listener.aclose()
+    with pytest.raises(ConnectionRefusedError):
+        await connect_memory(listener.port)
+    with pytest.raises(trio.ClosedResourceError):
+        await listener.accept()

@@ -1,0 +1,221 @@
+"""The ``trio-sctls`` command line.
+
+``trio-sctls demo``: a server and a client on loopback, TLS on every stream of one SCTP
+association, traffic on all channels at once, verified, and a table per channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from . import SecureAssociation, kernel_sctp_available, open_association, serve
+from ._api import TransportName, resolve_transport
+
+SERVER_NAME = "demo.trio-sctls.test"
+
+
+@dataclass
+class Traffic:
+    """What one channel carried in the demo."""
+
+    stream: int
+    sent: int = 0
+    seconds: float = 0.0
+    verified: bool = False
+
+
+def demo_contexts(version: ssl.TLSVersion | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A throwaway CA and server certificate; returns (server, client) contexts."""
+    try:
+        import trustme
+    except ImportError:  # pragma: no cover - depends on the installation
+        sys.exit("the demo makes its certificates with trustme: pip install 'trio-sctls[demo]'")
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA).configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    if version is not None:
+        for context in (server, client):
+            context.minimum_version = context.maximum_version = version
+    return server, client
+
+
+async def echo_handler(association: SecureAssociation) -> None:
+    """Echo every channel until the client closes it."""
+
+    async def echo(channel: trio.SSLStream[trio.abc.Stream]) -> None:
+        while data := await channel.receive_some():
+            await channel.send_all(data)
+        await channel.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for channel in association.channels:
+            nursery.start_soon(echo, channel)
+
+
+def pattern(stream: int, size: int) -> bytes:
+    """Deterministic, stream-specific bytes, so crossed streams would be caught."""
+    seed = hashlib.sha256(b"stream %d" % stream).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+async def exchange(channel: trio.SSLStream[trio.abc.Stream], traffic: Traffic, size: int) -> None:
+    """Send ``size`` bytes on one channel and check the echo."""
+    payload = pattern(traffic.stream, size)
+    started = time.perf_counter()
+    received = bytearray()
+
+    async def sender() -> None:
+        view = memoryview(payload)
+        for offset in range(0, size, 16384):
+            await channel.send_all(view[offset : offset + 16384])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        while len(received) < size:
+            chunk = await channel.receive_some()
+            if not chunk:
+                break
+            received += chunk
+    traffic.seconds = time.perf_counter() - started
+    traffic.sent = size
+    traffic.verified = bytes(received) == payload
+
+
+async def run_demo(
+    *,
+    streams: int,
+    size: int,
+    transport: TransportName,
+    handshake: str,
+    version: ssl.TLSVersion | None,
+    port: int,
+) -> bool:
+    """Run the demo; print the table; return whether every channel verified."""
+    kind = resolve_transport(transport)
+    if transport == "auto" and kind == "memory":
+        print(
+            "note: this kernel has no SCTP, so the demo runs on the in-process transport "
+            "(both ends in this process)."
+        )
+    print(f"transport: {kind}; streams: {streams}; handshake: {handshake}")
+    server_ctx, client_ctx = demo_contexts(version)
+    ok = True
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            partial(
+                serve,
+                echo_handler,
+                port,
+                ssl_context=server_ctx,
+                host="127.0.0.1",
+                transport=kind,
+                outbound_streams=streams,
+                max_inbound_streams=streams,
+            )
+        )
+        started = time.perf_counter()
+        async with open_association(
+            "127.0.0.1",
+            listener.port,
+            ssl_context=client_ctx,
+            server_hostname=SERVER_NAME,
+            transport=kind,
+            outbound_streams=streams,
+            max_inbound_streams=streams,
+            handshake=handshake,  # type: ignore[arg-type]
+            session_cache=None,
+        ) as association:
+            ready = time.perf_counter() - started
+            traffic = [Traffic(i) for i in range(len(association.channels))]
+            transfer_started = time.perf_counter()
+            async with trio.open_nursery() as exchanges:
+                for channel, record in zip(association.channels, traffic, strict=True):
+                    exchanges.start_soon(exchange, channel, record, size)
+            elapsed = time.perf_counter() - transfer_started
+            print(
+                f"association ready in {ready * 1000:.1f} ms: "
+                f"{association.outbound_streams} out / {association.inbound_streams} in, "
+                f"{len(association.channels)} TLS channels"
+            )
+            header = (
+                f"{'stream':>6}  {'handshake':>10}  {'resumed':>7}  {'version':<8} "
+                f"{'cipher':<30} {'bytes':>9}  {'MiB/s':>7}  verified"
+            )
+            print(header)
+            print("-" * len(header))
+            for record in traffic:
+                info = association.channel_info(record.stream)
+                hs = f"{info.handshake_seconds * 1000:.1f} ms" if info.handshake_seconds else "-"
+                rate = record.sent * 2 / record.seconds / 2**20 if record.seconds else 0.0
+                ok = ok and record.verified
+                print(
+                    f"{record.stream:>6}  {hs:>10}  {'yes' if info.resumed else 'no':>7}  "
+                    f"{info.version or '-':<8} {info.cipher or '-':<30} {record.sent:>9}  "
+                    f"{rate:>7.1f}  {'ok' if record.verified else 'MISMATCH'}"
+                )
+            total = sum(record.sent for record in traffic) * 2
+            print(
+                f"total: {total} bytes echoed in {elapsed:.3f} s "
+                f"({total / elapsed / 2**20:.1f} MiB/s aggregate)"
+            )
+        nursery.cancel_scope.cancel()
+    print("all channels verified" if ok else "VERIFICATION FAILED")
+    return ok
+
+
+def parse_size(text: str) -> int:
+    """``64KiB``, ``1MiB``, ``1000``..."""
+    units = {"kib": 1024, "mib": 1024**2, "k": 1000, "m": 1000**2}
+    lowered = text.strip().lower()
+    for suffix, factor in units.items():
+        if lowered.endswith(suffix):
+            return int(float(lowered[: -len(suffix)]) * factor)
+    return int(lowered)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trio-sctls`` command."""
+    parser = argparse.ArgumentParser(prog="trio-sctls", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="TLS on every stream of a loopback association")
+    demo.add_argument("--streams", type=int, default=8, help="streams each way (default 8)")
+    demo.add_argument("--bytes", type=parse_size, default=parse_size("1MiB"), dest="size")
+    demo.add_argument("--transport", choices=["auto", "kernel", "memory"], default="auto")
+    demo.add_argument("--handshake", choices=["parallel", "resume", "lazy"], default="parallel")
+    demo.add_argument("--tls", choices=["1.2", "1.3"], default=None)
+    demo.add_argument("--port", type=int, default=0, help="server port (default: any free)")
+    commands.add_parser("info", help="what this machine offers")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        print(f"kernel SCTP: {'yes' if kernel_sctp_available() else 'no'}")
+        print(f"transport='auto' means: {resolve_transport('auto')}")
+        print(f"OpenSSL: {ssl.OPENSSL_VERSION}; Trio {trio.__version__}")
+        return 0
+    version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}.get(args.tls)
+    ok = trio.run(
+        partial(
+            run_demo,
+            streams=args.streams,
+            size=args.size,
+            transport=args.transport,
+            handshake=args.handshake,
+            version=version,
+            port=args.port,
+        )
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
