@@ -595,6 +595,8 @@ class SecureAssociation:
 
     async def _resumable_session(self) -> ssl.SSLSession | None:
         channel = self.channels[0]
+        if len(self.channels) == 1:
+            return None  # nothing to resume here; don't wait for a ticket
         if channel.version() == "TLSv1.3" and not is_resumable(channel.session, "TLSv1.3"):
             await self._harvest_ticket()
         if not is_resumable(channel.session, channel.version()):
