@@ -1,0 +1,108 @@
+"""StreamPipe alone: TLS record framing on the way out, buffering on the way in."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_sctls._pipe import StreamPipe
+from trio_sctls.transport import Message, MessageTransport
+from trio_sctls.transport.memory import memory_pair
+
+
+class Owner:
+    """The smallest PipeOwner: a transport and a byte count."""
+
+    def __init__(self, transport: MessageTransport) -> None:
+        self.transport = transport
+        self.consumed = 0
+        self.closed: list[int] = []
+
+    def check_usable(self) -> None:
+        pass
+
+    def note_consumed(self, nbytes: int) -> None:
+        self.consumed += nbytes
+
+    def pipe_closed(self, pipe: StreamPipe) -> None:
+        self.closed.append(pipe.stream_id)
+
+
+def record(content_type: int, body: bytes) -> bytes:
+    return bytes([content_type, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+async def test_each_tls_record_becomes_one_ordered_message_with_the_ppid() -> None:
+    client, server = memory_pair()
+    pipe = StreamPipe(Owner(client), 3, ppid=47)
+    records = [record(22, b"hello"), record(23, b"x" * 300), record(21, b"\x01\x00")]
+    await pipe.send_all(b"".join(records))
+    for expected in records:
+        assert await server.receive() == Message(expected, 3, 47, False)
+
+
+async def test_a_record_split_across_writes_is_sent_once_complete() -> None:
+    client, server = memory_pair()
+    pipe = StreamPipe(Owner(client), 0)
+    whole = record(23, b"abcdef")
+    await pipe.send_all(whole[:3])
+    await pipe.send_all(whole[3:8])
+    with trio.move_on_after(0) as scope:
+        await server.receive()
+    assert scope.cancelled_caught  # nothing sent yet
+    await pipe.send_all(whole[8:])
+    assert (await server.receive()).data == whole
+
+
+async def test_fed_bytes_are_read_in_order_and_accounted() -> None:
+    client, _ = memory_pair()
+    owner = Owner(client)
+    pipe = StreamPipe(owner, 1)
+    assert pipe.feed(b"abc") and pipe.feed(b"defg")
+    assert pipe.buffered == 7
+    assert await pipe.receive_some(2) == b"ab"
+    assert await pipe.receive_some() == b"cdefg"
+    assert owner.consumed == 7 and pipe.buffered == 0
+
+
+async def test_finish_ends_the_receive_side_and_breaks_the_send_side() -> None:
+    client, _ = memory_pair()
+    pipe = StreamPipe(Owner(client), 1)
+    pipe.feed(b"tail")
+    pipe.finish()
+    assert await pipe.receive_some() == b"tail"
+    assert await pipe.receive_some() == b""
+    with pytest.raises(trio.BrokenResourceError):
+        await pipe.send_all(record(23, b"x"))
+
+
+async def test_closing_drops_unread_bytes_and_discards_later_ones() -> None:
+    client, _ = memory_pair()
+    owner = Owner(client)
+    pipe = StreamPipe(owner, 2)
+    pipe.feed(b"unread")
+    await pipe.aclose()
+    await pipe.aclose()
+    assert owner.consumed == 6 and owner.closed == [2]
+    assert not pipe.feed(b"late")
+    with pytest.raises(trio.ClosedResourceError):
+        await pipe.receive_some()
+    with pytest.raises(trio.ClosedResourceError):
+        await pipe.send_all(b"x")
+
+
+async def test_a_waiting_reader_is_woken_by_close() -> None:
+    client, _ = memory_pair()
+    pipe = StreamPipe(Owner(client), 0)
+
+    async def reader() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await pipe.receive_some()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await pipe.receive_some()
+        await pipe.aclose()
