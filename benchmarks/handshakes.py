@@ -126,7 +126,10 @@ async def association_ready(
 
 async def run(transport: str, rounds: int, sizes: list[int]) -> dict[str, Any]:
     results: dict[str, Any] = {"transport": transport, "rounds": rounds, "cases": []}
-    for label, version in (("TLSv1.2", ssl.TLSVersion.TLSv1_2), ("TLSv1.3", ssl.TLSVersion.TLSv1_3)):
+    for label, version in (
+        ("TLSv1.2", ssl.TLSVersion.TLSv1_2),
+        ("TLSv1.3", ssl.TLSVersion.TLSv1_3),
+    ):
         server_ctx, client_ctx = contexts(version)
         baseline = statistics.median(
             [await tls_tcp_handshake(server_ctx, client_ctx) for _ in range(rounds)]
