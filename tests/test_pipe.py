@@ -52,7 +52,7 @@ async def test_a_record_split_across_writes_is_sent_once_complete() -> None:
         await server.receive()
     assert scope.cancelled_caught  # nothing sent yet
     await pipe.send_all(whole[8:])
-    assert (await server.receive()).data == whole
+    assert await server.receive() == Message(whole, 0)
 
 
 async def test_fed_bytes_are_read_in_order_and_accounted() -> None:

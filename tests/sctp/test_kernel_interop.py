@@ -1,0 +1,206 @@
+"""Interoperability with Linux's own SCTP over UDP (RFC 6951), on a real kernel.
+
+Marked ``kernel``: where this machine's kernel lacks SCTP these run inside the QEMU VM
+(tests/test_kernel_vm.py). The kernel encapsulates in UDP once ``net.sctp.udp_port``
+(where it listens) and ``net.sctp.encap_port`` (where it sends) are set; both are global,
+so they are restored right after each test. The sans-IO core is driven here by a
+minimal blocking loop around a UDP socket; the kernel side runs in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from trio_sctls.sctp import (
+    Association,
+    AssociationUp,
+    Endpoint,
+    Event,
+    MessageReceived,
+    SCTPConfig,
+    ShutdownComplete,
+    ShutdownReceived,
+    StreamsReset,
+)
+
+pytestmark = pytest.mark.kernel
+
+SYSCTL = Path("/proc/sys/net/sctp")
+IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
+SCTP_ENABLE_STREAM_RESET = 118
+SCTP_RESET_STREAMS = 119
+CONFIG = SCTPConfig(mtu=1200, rto_min=0.2, rto_initial=0.5, heartbeat_interval=1.0)
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def udp() -> Iterator[tuple[socket.socket, tuple[str, int]]]:
+    """Our UDP socket, and the kernel's SCTP-over-UDP address (sysctls set, then restored)."""
+    if not (SYSCTL / "encap_port").exists() or not os.access(SYSCTL / "udp_port", os.W_OK):
+        pytest.skip("needs net.sctp.udp_port / encap_port (Linux >= 5.11) and root")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    kernel_port = _free_udp_port()
+    names = ("udp_port", "encap_port", "reconf_enable")
+    saved = {n: (SYSCTL / n).read_text() for n in names if (SYSCTL / n).exists()}
+    try:
+        (SYSCTL / "udp_port").write_text(str(kernel_port))
+        (SYSCTL / "encap_port").write_text(str(sock.getsockname()[1]))
+        if "reconf_enable" in saved:
+            (SYSCTL / "reconf_enable").write_text("1")
+        yield sock, ("127.0.0.1", kernel_port)
+    finally:
+        for name, value in saved.items():
+            (SYSCTL / name).write_text(value)
+        sock.close()
+
+
+def drive(
+    core: Association | Endpoint,
+    sock: socket.socket,
+    peer: tuple[str, int],
+    until: Callable[[list[Event]], bool],
+    timeout: float = 20.0,
+) -> list[Event]:
+    """Run the core on a real socket and clock until ``until(events)`` holds."""
+    events: list[Event] = []
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit:
+        now = time.monotonic()
+        if isinstance(core, Endpoint):
+            for data, addr in core.datagrams_to_send(now):
+                sock.sendto(data, addr)  # type: ignore[call-overload]
+            while (pair := core.next_event()) is not None:
+                events.append(pair[1])
+        else:
+            for data in core.datagrams_to_send(now):
+                sock.sendto(data, peer)
+            while (event := core.next_event()) is not None:
+                events.append(event)
+        if until(events):
+            return events
+        deadline = core.timer_deadline()
+        wait = 0.05 if deadline is None else min(0.05, max(0.0, deadline - now))
+        if select.select([sock], [], [], wait)[0]:
+            while True:
+                try:
+                    data, addr = sock.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                if isinstance(core, Endpoint):
+                    core.receive_datagram(data, addr, time.monotonic())
+                else:
+                    core.receive_datagram(data, time.monotonic())
+        deadline = core.timer_deadline()
+        if deadline is not None and time.monotonic() >= deadline:
+            core.handle_timer(time.monotonic())
+    raise AssertionError(f"timed out; last events {events[-5:]}")
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        assert chunk, "EOF from the kernel"
+        buf += chunk
+    return buf
+
+
+def _received(events: list[Event]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, MessageReceived))
+
+
+def test_our_client_against_a_kernel_server(udp: tuple[socket.socket, tuple[str, int]]) -> None:
+    sock, kernel = udp
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
+    server.bind(("127.0.0.1", 0))
+    sctp_port = server.getsockname()[1]
+    server.setsockopt(IPPROTO_SCTP, SCTP_ENABLE_STREAM_RESET, struct.pack("II", 0, 3))
+    server.listen(1)
+    server.settimeout(20)
+    accepted: dict[str, object] = {}
+    threading.Thread(target=lambda: accepted.update(conn=server.accept()[0]), daemon=True).start()
+
+    client = Association(CONFIG, local_port=40000, remote_port=sctp_port)
+    client.connect(time.monotonic())
+    events = drive(client, sock, kernel, lambda e: any(isinstance(x, AssociationUp) for x in e))
+    up = next(x for x in events if isinstance(x, AssociationUp))
+    assert up.outbound_streams > 0 and up.inbound_streams > 0
+
+    big = os.urandom(100 * 1024)
+    client.send(big)  # fragmented to 1200-byte packets, reassembled by the kernel
+    drive(client, sock, kernel, lambda e: "conn" in accepted, 10)
+    conn = accepted["conn"]
+    assert isinstance(conn, socket.socket)
+    conn.settimeout(20)
+    got: dict[str, bytes] = {}
+    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
+    reader.start()
+    drive(client, sock, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
+    assert got["big"] == big
+
+    answer = os.urandom(150_000)
+    conn.sendall(answer)  # one 150 kB message from the kernel
+    events = drive(client, sock, kernel, lambda e: len(_received(e)) >= len(answer))
+    assert _received(events) == answer
+
+    if up.reconfig:
+        client.reset_streams([0], time.monotonic())
+        events = drive(client, sock, kernel, lambda e: StreamsReset((0,), True) in e, 10)
+        client.send(b"after our reset")
+        drive(client, sock, kernel, lambda e: client.queued_bytes == 0)
+        assert _recv_exact(conn, 15) == b"after our reset"
+        # The kernel resets its outgoing stream 0 (flags 2 = outgoing).
+        conn.setsockopt(IPPROTO_SCTP, SCTP_RESET_STREAMS, struct.pack("IHHH", 0, 2, 1, 0))
+        drive(client, sock, kernel, lambda e: StreamsReset((0,), False) in e, 10)
+        conn.sendall(b"post")
+        events = drive(client, sock, kernel, lambda e: _received(e) == b"post", 10)
+
+    client.shutdown(time.monotonic())
+    events = drive(client, sock, kernel, lambda e: client.closed, 10)
+    assert events[-1] == ShutdownComplete()
+    assert conn.recv(10) == b""  # the kernel saw a graceful shutdown
+    conn.close()
+    server.close()
+
+
+def test_a_kernel_client_against_our_endpoint(udp: tuple[socket.socket, tuple[str, int]]) -> None:
+    sock, kernel = udp
+    endpoint = Endpoint(CONFIG, local_port=40001)
+    kernel_client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
+    kernel_client.settimeout(20)
+    result: dict[str, bytes] = {}
+
+    def kernel_side() -> None:
+        kernel_client.connect(("127.0.0.1", 40001))
+        kernel_client.sendall(b"from the kernel" * 1000)
+        result["reply"] = _recv_exact(kernel_client, 5)
+        kernel_client.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=kernel_side, daemon=True)
+    thread.start()
+    events = drive(endpoint, sock, kernel, lambda e: len(_received(e)) >= 15_000)
+    assert _received(events) == b"from the kernel" * 1000
+    (assoc,) = endpoint.associations
+    assoc.send(b"reply")
+    events = drive(endpoint, sock, kernel, lambda e: assoc.closed, 20)
+    assert result["reply"] == b"reply"
+    assert events[-2:] == [ShutdownReceived(), ShutdownComplete()]
+    thread.join(5)
+    kernel_client.close()

@@ -1,0 +1,245 @@
+"""The state every association keeps, and the few operations on it that everything uses.
+
+:class:`AssociationBase` holds the transmission control block (RFC 9260, Section 14):
+tags, the send and receive halves, timers, counters, and the one method that changes
+the state (:meth:`AssociationBase._set_state`, checked against ``_state.TRANSITIONS``).
+The handshake lives in ``_assoc_handshake``, everything else in ``_association``.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import deque
+
+from ._causes import ErrorCause
+from ._chunks import AbortChunk
+from ._config import SCTPConfig
+from ._events import AssociationAborted, AssociationLost, AssociationUp, Event
+from ._handshake import ootb_response
+from ._inbound import ReceiveSide
+from ._outbound import SendSide
+from ._packet import Packet, finish_packet, packet_header
+from ._reconfig import Reconfig
+from ._state import TRANSMITTING, State, allowed
+
+
+class AssociationBase:
+    """The transmission control block; see :class:`~trio_sctls.sctp.Association`."""
+
+    def __init__(
+        self,
+        config: SCTPConfig | None = None,
+        *,
+        local_port: int = 9899,
+        remote_port: int = 9899,
+        secret: bytes | None = None,
+        cookie_context: bytes = b"",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config if config is not None else SCTPConfig()
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self._context = cookie_context
+        self._rng: random.Random = rng if rng is not None else secrets.SystemRandom()
+        self._state = State.CLOSED
+        self._used = False
+        self._graceful = False  # closed by a completed SHUTDOWN sequence
+        self._events: deque[Event] = deque()
+        self._oob: list[bytes] = []  # whole packets with a tag of their own
+        self._control: list[bytes] = []  # chunks for the next packet, peer's tag
+        self._trailing: list[bytes] = []  # chunks to put after the DATA of that packet
+        self._local_tag = self._random_tag()
+        self._peer_tag = 0
+        self._local_tsn = self._rng.getrandbits(32)
+        self._send: SendSide | None = None
+        self._recv: ReceiveSide | None = None
+        self._reconf: Reconfig | None = None
+        self._peer_reconfig = False
+        self._errors = 0
+        # Handshake (T1-init / T1-cookie) and shutdown (T2, T5) timers.
+        self._t1: float | None = None
+        self._t1_rto = self.config.rto_initial
+        self._t1_count = 0
+        self._t1_sent_at = 0.0
+        self._t1_chunk = b""
+        self._t2: float | None = None
+        self._t2_chunk = b""
+        self._t5: float | None = None
+        # SACK scheduling (Section 6.2).
+        self._sack_now = False
+        self._sack_deadline: float | None = None
+        self._packets_unacked = 0
+        self._last_rwnd = self.config.receive_buffer
+        # Heartbeats (Section 8.3).
+        self._hb_deadline: float | None = None
+        self._hb_nonce: bytes | None = None
+        self._sack_since_t3 = False
+        # Per-packet facts gathered while its chunks are processed.
+        self._packet_has_data = False
+        self._immediate = False
+        self._cookie_ack = False  # a COOKIE ACK leads the next packet (Section 5.1, E)
+
+    @property
+    def state(self) -> State:
+        """The current state (RFC 9260, Section 4)."""
+        return self._state
+
+    @property
+    def established(self) -> bool:
+        """Whether user data may be sent (the ESTABLISHED state)."""
+        return self._state is State.ESTABLISHED
+
+    @property
+    def closed(self) -> bool:
+        """Whether the association is over (or never started)."""
+        return self._state is State.CLOSED
+
+    @property
+    def verification_tag(self) -> int:
+        """Our verification tag: what the peer puts in every packet it sends us."""
+        return self._local_tag
+
+    @property
+    def outbound_streams(self) -> int:
+        """Negotiated outbound stream count (0 before the handshake)."""
+        return self._send.outbound_streams if self._send is not None else 0
+
+    @property
+    def inbound_streams(self) -> int:
+        """Negotiated inbound stream count (0 before the handshake)."""
+        return self._recv.inbound_streams if self._recv is not None else 0
+
+    @property
+    def queued_bytes(self) -> int:
+        """User bytes accepted by :meth:`send` and not yet acknowledged by the peer."""
+        return self._send.queued_bytes if self._send is not None else 0
+
+    @property
+    def rto(self) -> float:
+        """The current retransmission timeout, in seconds."""
+        return self._send.rto.rto if self._send is not None else self._t1_rto
+
+    @property
+    def cwnd(self) -> int:
+        """The congestion window, in bytes (Section 7.2)."""
+        return self._send.cwnd if self._send is not None else 0
+
+    @property
+    def peer_rwnd(self) -> int:
+        """Our estimate of the peer's receive window (Section 6.2.1)."""
+        return self._send.peer_rwnd if self._send is not None else 0
+
+    @property
+    def has_events(self) -> bool:
+        """Whether :meth:`next_event` has something to return."""
+        return bool(self._events)
+
+    @property
+    def has_datagrams(self) -> bool:
+        """Whether :meth:`datagrams_to_send` has something to return (approximately:
+        new data may still be held back by the congestion or receive window)."""
+        send = self._send
+        return bool(
+            self._oob
+            or self._control
+            or self._trailing
+            or self._cookie_ack
+            or self._sack_now
+            or (send is not None and self._state in TRANSMITTING and send.can_send())
+        )
+
+    def _tag_ok(self, packet: Packet) -> bool:
+        return packet.verification_tag == self._local_tag
+
+    def _reply_ootb(self, packet: Packet) -> None:
+        answer = ootb_response(packet)
+        if answer is not None:
+            self._oob.append(bytes(answer))
+
+    def _reflected_tag_ok(self, packet: Packet, reflected: bool) -> bool:
+        """Section 8.5.1 (B), (C): ABORT and SHUTDOWN COMPLETE may carry the peer's tag."""
+        tag = packet.verification_tag
+        if reflected:
+            return self._peer_tag != 0 and tag == self._peer_tag
+        return tag == self._local_tag
+
+    def _send_t1(self, now: float) -> None:
+        """(Re)send INIT (tag 0) or COOKIE ECHO, and arm T1."""
+        tag = 0 if self._state is State.COOKIE_WAIT else self._peer_tag
+        buf = bytearray(packet_header(self.local_port, self.remote_port, tag))
+        buf += self._t1_chunk
+        self._oob.append(finish_packet(buf))
+        self._t1_sent_at = now
+        self._t1 = now + self._t1_rto
+
+    def _build_tcb(self, peer_tsn: int, peer_rwnd: int, outbound: int, inbound: int) -> None:
+        self._send = SendSide(self.config, self._local_tsn, outbound, peer_rwnd)
+        self._recv = ReceiveSide(self.config, peer_tsn, inbound, self._events)
+        self._reconf = Reconfig(self._local_tsn, peer_tsn, self._events)
+
+    def _establish(self, now: float) -> None:
+        self._t1 = None
+        self._errors = 0
+        self._set_state(State.ESTABLISHED)
+        self._rearm_heartbeat(now)
+
+    def _rearm_heartbeat(self, now: float) -> None:
+        interval = self.config.heartbeat_interval
+        if interval is not None:
+            self._hb_deadline = now + interval + self.rto
+
+    def _abort(self, causes: tuple[ErrorCause, ...], reason: str) -> None:
+        if self._peer_tag and self._state is not State.COOKIE_WAIT:
+            buf = bytearray(packet_header(self.local_port, self.remote_port, self._peer_tag))
+            buf += bytes(AbortChunk(causes))
+            self._oob.append(finish_packet(buf))
+        self._set_state(State.CLOSED)
+        self._events.append(AssociationAborted(reason, False, causes))
+
+    def _count_error(self, what: str) -> bool:
+        """Section 8.1: one more unanswered retransmission; ``True`` if that was one too many."""
+        self._errors += 1
+        if self._errors > self.config.max_retransmissions:
+            self._lose(f"{what}: Association.Max.Retrans exceeded")
+            return True
+        return False
+
+    def _lose(self, reason: str) -> None:
+        self._set_state(State.CLOSED)
+        self._events.append(AssociationLost(reason))
+
+    def _set_state(self, new: State) -> None:
+        """The only place where the state changes (checked against ``_state.TRANSITIONS``)."""
+        old = self._state
+        if old is new:
+            return
+        if not allowed(old, new):
+            raise AssertionError(f"SCTP state machine: {old.value} -> {new.value}")
+        self._state = new
+        self._graceful = old in (State.SHUTDOWN_SENT, State.SHUTDOWN_ACK_SENT)
+        if new is State.ESTABLISHED:
+            assert self._send is not None and self._recv is not None
+            self._events.append(
+                AssociationUp(
+                    self._send.outbound_streams, self._recv.inbound_streams, self._peer_reconfig
+                )
+            )
+        elif new is State.CLOSED:
+            self._t1 = self._t2 = self._t5 = self._sack_deadline = self._hb_deadline = None
+            if self._send is not None:
+                self._send.fail_all()
+            if self._reconf is not None:
+                self._reconf.deadline = None
+        elif new in (State.SHUTDOWN_ACK_SENT, State.SHUTDOWN_SENT):
+            self._hb_deadline = None
+
+    def _random_tag(self) -> int:
+        return self._rng.randrange(1, 1 << 32)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Association {self.local_port}->{self.remote_port} {self._state.value}"
+            f" tag={self._local_tag:#010x}>"
+        )

@@ -1,0 +1,269 @@
+"""An SCTP endpoint serving many associations over one UDP socket, sans-IO.
+
+The endpoint owns one local SCTP port and demultiplexes packets to associations by the
+peer's address (whatever hashable value the driver uses, typically ``(host, port)``)
+and SCTP port; every association then checks the verification tag itself. A packet for
+no association is handled statelessly: an INIT gets an INIT ACK whose State Cookie holds
+everything (RFC 9260, Section 5.1.3), a COOKIE ECHO with a valid cookie creates the
+association, anything else is answered per Section 8.4 ("out of the blue"). Nothing is
+kept for a peer before its valid COOKIE ECHO, so INIT floods cost no memory.
+
+RFC 6951, Section 5.4: a NAT may change the peer's UDP port. A packet from an unknown
+address whose verification tag is one of our associations', from the same host and SCTP
+port, moves that association to the new address.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import deque
+from collections.abc import Hashable
+
+from ._association import Association
+from ._chunks import CookieEchoChunk, InitChunk, ShutdownAckChunk
+from ._config import SCTPConfig
+from ._errors import LocalProtocolError, ParseError
+from ._events import AssociationAccepted, Event
+from ._handshake import CookieState, abort_init, build_init_ack, init_problem, ootb_response
+from ._packet import Packet
+
+Address = Hashable
+#: How long we remember the tag of a closed association (see ``Endpoint._linger``).
+LINGER = 120.0
+
+
+def _context(addr: Address) -> bytes:
+    """What binds a cookie to the address it was sent to."""
+    return repr(addr).encode()
+
+
+class Endpoint:
+    """Many associations on one local SCTP port (one UDP socket), sans-IO.
+
+    Args:
+        config: the options of every association of this endpoint.
+        local_port: our SCTP port.
+        secret: the State Cookie key (random if omitted).
+        accept: answer INITs from new peers (a server); if false only :meth:`connect`
+            creates associations.
+        rng: randomness for tags and TSNs (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        config: SCTPConfig | None = None,
+        *,
+        local_port: int = 9899,
+        secret: bytes | None = None,
+        accept: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config if config is not None else SCTPConfig()
+        self.local_port = local_port
+        self.accept = accept
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self._rng: random.Random = rng if rng is not None else secrets.SystemRandom()
+        self._by_addr: dict[tuple[Address, int], Association] = {}
+        self._addr: dict[Association, Address] = {}
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: deque[tuple[Association, Event]] = deque()
+        self._ready: dict[Association, None] = {}
+        # Tags of recently closed associations -> until when. Late duplicates of their
+        # packets are dropped instead of drawing an out-of-the-blue ABORT, which could
+        # reach a peer still finishing its shutdown; a SHUTDOWN ACK still gets its
+        # SHUTDOWN COMPLETE (RFC 9260, Section 8.4 (5)).
+        self._linger: dict[int, float] = {}
+        self._now = 0.0
+
+    @property
+    def associations(self) -> list[Association]:
+        """The associations this endpoint currently knows."""
+        return list(self._addr)
+
+    def address_of(self, association: Association) -> Address:
+        """The peer address of one of our associations."""
+        return self._addr[association]
+
+    def connect(self, addr: Address, now: float, remote_port: int = 9899) -> Association:
+        """Start a new association to ``addr`` as the initiator.
+
+        Raises:
+            LocalProtocolError: an association with that peer address and port exists.
+        """
+        existing = self._by_addr.get((addr, remote_port))
+        if existing is not None and not existing.closed:
+            raise LocalProtocolError(f"already associated with {addr!r} port {remote_port}")
+        assoc = self._new_association(addr, remote_port)
+        self._register(assoc, addr)
+        assoc.connect(now)
+        return assoc
+
+    def _new_association(self, addr: Address, remote_port: int) -> Association:
+        return Association(
+            self.config,
+            local_port=self.local_port,
+            remote_port=remote_port,
+            secret=self._secret,
+            cookie_context=_context(addr),
+            rng=self._rng,
+        )
+
+    def _register(self, assoc: Association, addr: Address) -> None:
+        self._by_addr[(addr, assoc.remote_port)] = assoc
+        self._addr[assoc] = addr
+        self._ready[assoc] = None
+
+    # -- incoming ----------------------------------------------------------------------
+
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> None:
+        """Process one UDP payload from ``addr``; never raises for bad input."""
+        self._now = now
+        try:
+            packet = Packet.parse(data)
+        except ParseError:
+            return
+        assoc = self._by_addr.get((addr, packet.source_port))
+        if assoc is None:
+            assoc = self._rebound(packet, addr)
+        if assoc is not None and packet.destination_port == self.local_port:
+            assoc.receive_packet(packet, now)
+            self._ready[assoc] = None
+            return
+        self._unmatched(packet, addr, now)
+
+    def _rebound(self, packet: Packet, addr: Address) -> Association | None:
+        """RFC 6951, Section 5.4: the same peer host, a new UDP port."""
+        tag = packet.verification_tag
+        if not tag or not isinstance(addr, tuple) or not addr:
+            return None
+        for (old_addr, port), assoc in self._by_addr.items():
+            if (
+                assoc.verification_tag == tag
+                and port == packet.source_port
+                and isinstance(old_addr, tuple)
+                and old_addr[:1] == addr[:1]
+                and not assoc.closed
+            ):
+                del self._by_addr[(old_addr, port)]
+                self._register(assoc, addr)
+                return assoc
+        return None
+
+    def _unmatched(self, packet: Packet, addr: Address, now: float) -> None:
+        chunks = packet.chunks
+        if not chunks or packet.destination_port != self.local_port:
+            self._reply(ootb_response(packet), addr)
+            return
+        first = chunks[0]
+        until = self._linger.get(packet.verification_tag)
+        if until is not None and now <= until:
+            if isinstance(first, ShutdownAckChunk):
+                self._reply(ootb_response(packet), addr)
+            return
+        if isinstance(first, InitChunk):
+            if self.accept and len(chunks) == 1:
+                self._answer_init(packet, first, addr, now)
+            return
+        if isinstance(first, CookieEchoChunk):
+            self._answer_cookie(packet, first, addr, now)
+            return
+        self._reply(ootb_response(packet), addr)
+
+    def _reply(self, packet: Packet | None, addr: Address) -> None:
+        if packet is not None:
+            self._out.append((bytes(packet), addr))
+
+    def _answer_init(self, packet: Packet, init: InitChunk, addr: Address, now: float) -> None:
+        """Section 5.1, B: answer statelessly, everything in the cookie."""
+        if packet.verification_tag != 0 or init.initiate_tag == 0:
+            return
+        problem = init_problem(init)
+        if problem is not None:
+            self._reply(abort_init(init, packet, problem), addr)
+            return
+        ack = build_init_ack(
+            self.config,
+            init,
+            now=now,
+            local_tag=self._rng.randrange(1, 1 << 32),
+            local_tsn=self._rng.getrandbits(32),
+            local_port=self.local_port,
+            peer_port=packet.source_port,
+            secret=self._secret,
+            context=_context(addr),
+        )
+        self._reply(Packet(self.local_port, packet.source_port, init.initiate_tag, [ack]), addr)
+
+    def _answer_cookie(
+        self, packet: Packet, echo: CookieEchoChunk, addr: Address, now: float
+    ) -> None:
+        """Section 5.1.5: only a valid cookie makes an association."""
+        cookie = CookieState.open(echo.cookie, self._secret, _context(addr))
+        if cookie is None or cookie.local_tag != packet.verification_tag:
+            return
+        assoc = self._new_association(addr, packet.source_port)
+        assoc.receive_packet(packet, now)
+        if assoc.closed:
+            # Stale: the association queued the Stale Cookie ERROR; send it, keep nothing.
+            for datagram in assoc.datagrams_to_send(now):
+                self._out.append((datagram, addr))
+            return
+        self._events.append((assoc, AssociationAccepted()))
+        self._register(assoc, addr)
+
+    # -- outgoing, events, timers ----------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Every packet to send now, with the address to send it to."""
+        self._now = now
+        out = self._out
+        self._out = []
+        for assoc, addr in list(self._addr.items()):
+            for datagram in assoc.datagrams_to_send(now):
+                out.append((datagram, addr))
+            if assoc.has_events:
+                self._ready[assoc] = None
+            elif assoc.closed:
+                self._forget(assoc)
+        return out
+
+    def next_event(self) -> tuple[Association, Event] | None:
+        """The next ``(association, event)``; a new association's first event is
+        :class:`AssociationAccepted`, then its ``AssociationUp``."""
+        if self._events:
+            return self._events.popleft()
+        while self._ready:
+            assoc = next(iter(self._ready))
+            event = assoc.next_event()
+            if event is not None:
+                return assoc, event
+            del self._ready[assoc]
+            if assoc.closed and not assoc.has_datagrams:
+                self._forget(assoc)
+        return None
+
+    def _forget(self, assoc: Association) -> None:
+        if len(self._linger) > 1000:
+            self._linger = {t: u for t, u in self._linger.items() if u >= self._now}
+        self._linger[assoc.verification_tag] = self._now + LINGER
+        addr = self._addr.pop(assoc, None)
+        if addr is not None and self._by_addr.get((addr, assoc.remote_port)) is assoc:
+            del self._by_addr[(addr, assoc.remote_port)]
+        self._ready.pop(assoc, None)
+
+    def timer_deadline(self) -> float | None:
+        """The earliest deadline of any association, or ``None``."""
+        deadlines = [d for a in self._addr if (d := a.timer_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run the expired timers of every association."""
+        self._now = now
+        for assoc in list(self._addr):
+            deadline = assoc.timer_deadline()
+            if deadline is not None and deadline <= now:
+                assoc.handle_timer(now)
+                self._ready[assoc] = None
