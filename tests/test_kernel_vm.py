@@ -34,6 +34,7 @@ def vm_required() -> bool:
     )
 
 
+@pytest.mark.timeout(1500)
 def test_kernel_sctp_suite_passes_inside_a_vm() -> None:
     check = subprocess.run(
         [sys.executable, str(RUN_IN_VM), "--check"], capture_output=True, text=True
