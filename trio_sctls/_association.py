@@ -508,6 +508,12 @@ class SecureAssociation:
             await self._pipes[stream].flush()
         except trio.BrokenResourceError as exc:
             self._raise_setup_error(stream, exc)
+        except trio.ClosedResourceError:
+            # The transport was closed under us because the association failed (on
+            # another stream): report that failure, not the closed transport.
+            if self._error is None:
+                raise
+            self.check_usable()
 
     def _raise_setup_error(self, stream: int, exc: BaseException) -> None:
         if isinstance(exc, AssociationError):
