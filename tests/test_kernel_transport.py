@@ -35,10 +35,10 @@ from trio_sctls.transport import (
     ShutdownReceived,
     StreamReset,
 )
+from trio_sctls.transport._linux import _parse_event
 from trio_sctls.transport.kernel import (
     KernelListener,
     KernelTransport,
-    _parse_event,
     connect_kernel,
     listen_kernel,
 )
