@@ -23,7 +23,9 @@ from trio_sctls import (
     serve,
 )
 from trio_sctls._api import TransportName
+from trio_sctls._association import run_association
 from trio_sctls.transport import ShutdownReceived, StreamReset
+from trio_sctls.transport.memory import memory_pair
 
 from .conftest import (
     OTHER_SERVER_CERT,
@@ -462,3 +464,34 @@ async def test_cancelled_aclose_aborts(pair_factory: PairFactory) -> None:
             await pair.client.channels[0].receive_some()
         with pytest.raises(AssociationError):
             await pair.server.channels[0].receive_some()
+
+
+async def test_sctp_shutdown_without_close_notify_is_a_truncation_not_an_end(
+    pair_factory: PairFactory,
+) -> None:
+    async with pair_factory(client_options={"outbound_streams": 2}) as pair:
+        await pair.server.channels[1].send_all(b"partial")
+        # The peer ends SCTP gracefully but never sends close_notify on the channels.
+        await pair.server.transport.aclose()
+        assert await pair.client.channels[1].receive_some() == b"partial"
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await pair.client.channels[1].receive_some()
+        assert isinstance(info.value.__cause__, ssl.SSLError)  # EOF without close_notify
+
+
+async def test_a_handshake_that_stalls_is_cut_off_on_the_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server_transport = memory_pair(client_outbound=3, server_outbound=3)
+    server = SecureAssociation(
+        server_transport, ssl_context=server_context(), server_side=True, handshake_timeout=5
+    )
+    async with run_association(server):
+        # A ClientHello record announcing 100 bytes, of which 10 ever arrive.
+        await client.send_message(b"\x16\x03\x01\x00\x64" + bytes(10), stream=1)
+        with pytest.raises(AssociationAbortedError):
+            while True:
+                await client.receive()
+        assert isinstance(server.error, HandshakeError)
+        assert server.error.stream == 1
+        assert "did not complete within 5" in str(server.error)

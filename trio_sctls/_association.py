@@ -96,6 +96,9 @@ OverflowPolicy = Literal["pause", "abort"]
 DEFAULT_STREAM_BUDGET = 256 * 1024
 #: Unread bytes the whole association may hold.
 DEFAULT_ASSOCIATION_BUDGET = 4 * 1024 * 1024
+#: Seconds a handshake may take once started (the client's strategy as a whole; on the
+#: server, each channel from its first ClientHello byte).
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: Seconds to wait for the peer's close_notify on each channel when closing.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Seconds we try to deliver a TLS alert before the ABORT that follows it.
@@ -168,6 +171,7 @@ class SecureAssociation:
         plain_streams: bool = False,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         ticket_timeout: float | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if handshake not in ("parallel", "resume", "lazy"):
             raise ValueError(f"unknown handshake strategy {handshake!r}")
@@ -185,6 +189,7 @@ class SecureAssociation:
         self._plain_streams = plain_streams
         self._close_timeout = close_timeout
         self._ticket_timeout = ticket_timeout
+        self._handshake_timeout = handshake_timeout
         self._state = _State.OPEN
         self._error: AssociationError | None = None
         self._pinned: bytes | None = None
@@ -329,7 +334,7 @@ class SecureAssociation:
             self._finish()
 
     async def abort(self) -> None:
-        """Abort the association now (SCTP ABORT). Idempotent."""
+        """Abort the association now (SCTP ABORT). Idempotent; no task is left running."""
         if self._state is not _State.CLOSED:
             self.transport.abort()
             self._finish()
@@ -534,11 +539,22 @@ class SecureAssociation:
         raise error from exc
 
     async def _server_handshakes(self) -> None:
-        # In the background: a lazy client may leave some channels unused for long.
+        # In the background: a lazy client may leave some channels unused for long, so
+        # the clock of each channel starts with its first ClientHello byte; a client
+        # that starts a handshake and stalls is cut off after handshake_timeout.
         async def one(stream: int) -> None:
             # Failures are recorded (or we are closing); readers and writers see them.
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._handshake_channel(stream)
+                await self._pipes[stream].wait_for_data()
+                with trio.move_on_after(self._handshake_timeout) as scope:
+                    await self._handshake_channel(stream)
+                if scope.cancelled_caught:
+                    self._fail(
+                        HandshakeError(
+                            f"handshake did not complete within {self._handshake_timeout} s",
+                            stream=stream,
+                        )
+                    )
 
         assert self._nursery is not None
         for stream in range(len(self.channels)):
@@ -681,11 +697,13 @@ class SecureAssociation:
 async def run_association(
     association: SecureAssociation,
     *,
-    handshake_timeout: float = 30.0,
+    handshake_timeout: float | None = None,
 ) -> AsyncIterator[SecureAssociation]:
     """Run ``association``: start its demux, run its handshake strategy (within
-    ``handshake_timeout`` seconds), yield it, then close it (gracefully if the body
-    returned, by abort if it raised)."""
+    ``handshake_timeout`` seconds, by default the association's), yield it, then close
+    it (gracefully if the body returned, by abort if it raised)."""
+    if handshake_timeout is None:
+        handshake_timeout = association._handshake_timeout
     started = time.perf_counter()
     with unwrap_single_exception():
         async with trio.open_nursery() as nursery:

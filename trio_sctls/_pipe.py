@@ -106,6 +106,14 @@ class StreamPipe(trio.abc.Stream):
 
     # -- receive side ------------------------------------------------------------------
 
+    async def wait_for_data(self) -> None:
+        """Wait until something arrived (or the stream ended, was closed, or the
+        association broke) without taking it."""
+        while not (self._chunks or self.peer_finished or self.closed):
+            self._owner.check_usable()
+            await self._arrived.park()
+        await trio.lowlevel.checkpoint()
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return what is buffered (at most ``max_bytes``), waiting if nothing is.
 
