@@ -319,8 +319,10 @@ async def test_a_tls_error_on_one_stream_aborts_the_association(
         # Other channels, and the peer, see the association gone.
         with pytest.raises(AssociationError):
             await pair.client.channels[0].send_all(b"x")
-        with pytest.raises(AssociationAbortedError):
+        with pytest.raises(AssociationAbortedError) as info:
             await pair.server.channels[1].receive_some()
+        # The ABORT told the peer why (User-Initiated Abort cause), naming the stream.
+        assert "stream 2: TLS failure" in str(info.value)
 
 
 async def test_unordered_message_on_a_tls_stream_is_a_protocol_error(

@@ -138,3 +138,10 @@ async def test_listener_and_connect_pair_up_through_the_registry() -> None:
         await connect_memory(listener.port)
     with pytest.raises(trio.ClosedResourceError):
         await listener.accept()
+
+
+async def test_an_abort_reason_reaches_the_peer() -> None:
+    client, server = memory_pair()
+    client.abort("stream 3: TLS failure")
+    with pytest.raises(AssociationAbortedError, match="stream 3: TLS failure"):
+        await server.receive()

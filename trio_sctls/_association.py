@@ -399,20 +399,22 @@ class SecureAssociation:
         log.info("aborting association: %s", error)
         self._error = error
         self._state = _State.BROKEN
+        # The peer's error will say why (RFC 9260 User-Initiated Abort cause).
+        reason = str(error)
         if alert is not None and self._nursery is not None:
-            self._nursery.start_soon(self._send_alert_then_abort, *alert)
+            self._nursery.start_soon(self._send_alert_then_abort, *alert, reason)
         else:
-            self.transport.abort()
+            self.transport.abort(reason)
         self._wake_everyone()
 
-    async def _send_alert_then_abort(self, stream: int, alert: bytes) -> None:
+    async def _send_alert_then_abort(self, stream: int, alert: bytes, reason: str) -> None:
         try:
             with trio.move_on_after(ALERT_TIMEOUT):
                 await self.transport.send_message(alert, stream=stream, ppid=self._pipes[0].ppid)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self.transport.abort()
+            self.transport.abort(reason)
 
     def _finish(self) -> None:
         if self._state is _State.BROKEN:

@@ -29,6 +29,9 @@ from typing import TypeAlias
 #: (the largest TLS record a TLS 1.2 peer may send). Every transport accepts at least this.
 MIN_MAX_MESSAGE_SIZE = 2**14 + 2048 + 5
 
+#: The most bytes of an abort reason sent to the peer: it is a hint for a log line.
+MAX_ABORT_REASON = 256
+
 #: Default cap on one reassembled inbound message. A TLS record never exceeds
 #: MIN_MAX_MESSAGE_SIZE; plain-SCTP users may raise it. Bounding it bounds what a peer can
 #: make us buffer for a single message.
@@ -239,8 +242,13 @@ class MessageTransport(abc.ABC):
         """
 
     @abc.abstractmethod
-    def abort(self) -> None:
-        """Abort the association at once (SCTP ABORT) and release it. Idempotent."""
+    def abort(self, reason: str = "") -> None:
+        """Abort the association at once (SCTP ABORT) and release it. Idempotent.
+
+        Args:
+            reason: told to the peer, where the transport can, in a User-Initiated Abort
+                error cause (RFC 9260 section 3.3.10.12), so its error can say why.
+        """
 
     async def reset_outgoing_stream(self, stream: int) -> bool:
         """Ask SCTP to reset our outgoing ``stream`` after what is queued on it (RFC 6525

@@ -144,6 +144,7 @@ from .._errors import (
 )
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_ABORT_REASON,
     AssociationChange,
     AssociationState,
     Message,
@@ -164,6 +165,7 @@ from ._linux import (
     _MSG_NOTIFICATION,
     _NOTIFICATION_HEADER,
     _RESET_STREAMS,
+    _SCTP_ABORT,
     _SCTP_ASSOC_CHANGE,
     _SCTP_GET_LOCAL_ADDRS,
     _SCTP_GET_PEER_ADDRS,
@@ -183,6 +185,7 @@ from ._linux import (
     _STATUS,
     _STATUS_SIZE,
     _STREAM_RESET_EVENT_LIST,
+    _USER_INITIATED_ABORT,
     GRACEFUL_CLOSE_TIMEOUT,
     IPPROTO_SCTP,
     RECEIVE_BUFFER_SIZE,
@@ -658,10 +661,16 @@ class KernelTransport(MessageTransport):
                 if isinstance(event, SendFailed):
                     self._ready.append(event)
         self._partial = None
+        reason = ""
         if len(info) >= 4:
-            cause = struct.unpack_from("!H", info)[0]  # the ABORT's first error cause
+            # The ABORT's first error cause; a User-Initiated Abort carries a reason.
+            cause, length = struct.unpack_from("!HH", info)
+            if cause == _USER_INITIATED_ABORT and length > 4:
+                reason = bytes(info[4:length]).decode(errors="replace")
         if so_error == errno.ECONNRESET:
             detail = f" ({_cause_text(cause)})" if cause else ""
+            if reason:
+                detail = f": {reason}"
             self._fail(AssociationAbortedError, f"the peer aborted the association{detail}")
         else:
             reason = os.strerror(so_error) if so_error else "peer unreachable"
@@ -751,12 +760,21 @@ class KernelTransport(MessageTransport):
             elif nbytes == 0:
                 return
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "") -> None:
         """Abort the association at once (SCTP ABORT) and release it. Idempotent.
 
+        With a ``reason``, the ABORT carries it in a User-Initiated Abort cause: a
+        ``sendmsg`` with the ``SCTP_ABORT`` flag, whose data Linux puts there.
         Tasks blocked in :meth:`receive` or :meth:`send_message` get
         :class:`trio.ClosedResourceError`.
         """
+        if reason and not self._released and self._ending is None:
+            info = _SNDINFO.pack(0, _SCTP_ABORT, 0, 0, 0)
+            with contextlib.suppress(OSError):  # the association may be gone already
+                self._sock.sendmsg(
+                    [reason.encode()[:MAX_ABORT_REASON]],
+                    [(IPPROTO_SCTP, _SCTP_SNDINFO, info)],
+                )
         self._closed = True
         self._abort_socket()
 

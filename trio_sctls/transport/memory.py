@@ -33,6 +33,7 @@ import trio
 from .._errors import AssociationAbortedError
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_ABORT_REASON,
     Message,
     MessageListener,
     MessageTransport,
@@ -64,6 +65,7 @@ class _Inbox:
         self.shutdown = False
         self.shutdown_reported = False
         self.aborted = False
+        self.abort_reason = ""
         self.arrived = trio.lowlevel.ParkingLot()
         self.drained = trio.lowlevel.ParkingLot()
 
@@ -87,6 +89,11 @@ class _Inbox:
         # A message larger than the whole window still goes through once the peer has
         # read everything, as SCTP lets one message through an empty window.
         return self.buffered == 0 or self.buffered + size <= self.window
+
+
+def _aborted_by_peer(reason: str) -> AssociationAbortedError:
+    detail = f": {reason}" if reason else ""
+    return AssociationAbortedError(f"the peer aborted the association{detail}")
 
 
 @final
@@ -141,7 +148,7 @@ class MemoryTransport(MessageTransport):
         if self._closed:
             raise trio.ClosedResourceError("this transport was closed")
         if self._inbox.aborted:
-            raise AssociationAbortedError("the peer aborted the association")
+            raise _aborted_by_peer(self._inbox.abort_reason)
         if self._inbox.shutdown:
             # RFC 9260 section 9.2: after receiving SHUTDOWN, accept no new data from
             # the upper layer.
@@ -205,7 +212,7 @@ class MemoryTransport(MessageTransport):
                         await inbox.arrived.park()
                     continue
             if inbox.aborted:
-                raise AssociationAbortedError("the peer aborted the association")
+                raise _aborted_by_peer(inbox.abort_reason)
             if inbox.shutdown:
                 if not inbox.shutdown_reported:
                     inbox.shutdown_reported = True
@@ -228,8 +235,9 @@ class MemoryTransport(MessageTransport):
             inbox.arrived.unpark_all()
             inbox.drained.unpark_all()
 
-    def _abort_link(self) -> None:
+    def _abort_link(self, reason: str = "") -> None:
         self._peer_inbox.aborted = True
+        self._peer_inbox.abort_reason = reason[:MAX_ABORT_REASON]
         self._closed = True
         self._wake_all()
 
@@ -245,9 +253,9 @@ class MemoryTransport(MessageTransport):
             self._wake_all()
         await trio.lowlevel.checkpoint()
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "") -> None:
         if not self._closed:
-            self._abort_link()
+            self._abort_link(reason)
 
 
 def memory_pair(
