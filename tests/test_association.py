@@ -321,8 +321,10 @@ async def test_a_tls_error_on_one_stream_aborts_the_association(
             await pair.client.channels[0].send_all(b"x")
         with pytest.raises(AssociationAbortedError) as info:
             await pair.server.channels[1].receive_some()
-        # The ABORT told the peer why (User-Initiated Abort cause), naming the stream.
-        assert "stream 2: TLS failure" in str(info.value)
+        # The ABORT told the peer why (User-Initiated Abort cause), naming the stream,
+        # except on Linux one-to-one sockets, which cannot send a reason.
+        if pair.client.transport.kind != "kernel":
+            assert "stream 2: TLS failure" in str(info.value)
 
 
 async def test_unordered_message_on_a_tls_stream_is_a_protocol_error(

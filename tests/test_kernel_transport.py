@@ -429,14 +429,6 @@ async def test_abort_reaches_the_peer_as_an_abort(aborting_side: str) -> None:
 
 
 @pytest.mark.kernel
-async def test_an_abort_reason_reaches_the_peer_in_the_abort_chunk() -> None:
-    async with kernel_pair() as (client, server, _):
-        client.abort("stream 3: TLS failure")
-        with pytest.raises(AssociationAbortedError, match="stream 3: TLS failure"):
-            await server.receive()
-
-
-@pytest.mark.kernel
 async def test_closing_wakes_a_blocked_receiver_and_a_cancelled_close_aborts() -> None:
     async with kernel_pair() as (client, server, _):
 

@@ -57,7 +57,6 @@ _SCTP_RCVINFO: Final = 3
 
 # Flags: SCTP_UNORDERED in snd_flags / rcv_flags; MSG_NOTIFICATION in recvmsg's flags.
 _SCTP_UNORDERED: Final = 1
-_SCTP_ABORT: Final = 4
 #: RFC 9260 section 3.3.10.12: User-Initiated Abort, carrying the upper layer's reason.
 _USER_INITIATED_ABORT: Final = 12
 _MSG_NOTIFICATION: Final = 0x8000

@@ -144,7 +144,6 @@ from .._errors import (
 )
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    MAX_ABORT_REASON,
     AssociationChange,
     AssociationState,
     Message,
@@ -165,7 +164,6 @@ from ._linux import (
     _MSG_NOTIFICATION,
     _NOTIFICATION_HEADER,
     _RESET_STREAMS,
-    _SCTP_ABORT,
     _SCTP_ASSOC_CHANGE,
     _SCTP_GET_LOCAL_ADDRS,
     _SCTP_GET_PEER_ADDRS,
@@ -763,18 +761,14 @@ class KernelTransport(MessageTransport):
     def abort(self, reason: str = "") -> None:
         """Abort the association at once (SCTP ABORT) and release it. Idempotent.
 
-        With a ``reason``, the ABORT carries it in a User-Initiated Abort cause: a
-        ``sendmsg`` with the ``SCTP_ABORT`` flag, whose data Linux puts there.
+        ``reason`` cannot travel here: Linux refuses the ``SCTP_ABORT`` send flag (which
+        would carry it in a User-Initiated Abort cause) on one-to-one sockets with
+        ``EINVAL``, so the ABORT goes out with an empty cause 12. (Reasons the peer
+        sends us are read, see :meth:`receive`.)
         Tasks blocked in :meth:`receive` or :meth:`send_message` get
         :class:`trio.ClosedResourceError`.
         """
-        if reason and not self._released and self._ending is None:
-            info = _SNDINFO.pack(0, _SCTP_ABORT, 0, 0, 0)
-            with contextlib.suppress(OSError):  # the association may be gone already
-                self._sock.sendmsg(
-                    [reason.encode()[:MAX_ABORT_REASON]],
-                    [(IPPROTO_SCTP, _SCTP_SNDINFO, info)],
-                )
+        del reason
         self._closed = True
         self._abort_socket()
 
