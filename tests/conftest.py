@@ -8,6 +8,7 @@ booting a stock Debian kernel, by ``tests/test_kernel_vm.py`` (see tests/vm/).
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,10 +95,29 @@ def client_context(
     return context
 
 
-@pytest.fixture(params=["memory", pytest.param("kernel", marks=pytest.mark.kernel)])
-def transport(request: pytest.FixtureRequest) -> TransportName:
-    """Each association test runs on the in-process transport and on kernel SCTP."""
+def free_udp_port() -> int:
+    """A UDP port that was free a moment ago on 127.0.0.1 and the wildcard address."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind(("::", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(params=["memory", "udp", pytest.param("kernel", marks=pytest.mark.kernel)])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> TransportName:
+    """Each association test runs on the in-process transport, on our SCTP over UDP and
+    on kernel SCTP.
+
+    For udp, the default UDP port (9899, which servers bind and clients send to) is
+    moved to a free port for the test, so that test runs sharing this machine (or a
+    real SCTP-over-UDP service on 9899) cannot collide.
+    """
     name: TransportName = request.param
+    if name == "udp":
+        from trio_sctls.transport import udp
+
+        monkeypatch.setattr(udp, "DEFAULT_UDP_PORT", free_udp_port())
     return name
 
 

@@ -451,12 +451,34 @@ async def test_body_exception_aborts_and_propagates(transport: TransportName) ->
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom):
-        async with association_pair(transport) as pair:
-            server = pair.server
-            raise Boom
-    with pytest.raises(AssociationAbortedError):
-        await server.channels[0].receive_some()
+    seen: list[BaseException] = []
+    server_saw_it = trio.Event()
+
+    async def handler(association: SecureAssociation) -> None:
+        try:
+            await association.channels[0].receive_some()
+        except trio.BrokenResourceError as exc:
+            seen.append(exc)
+            server_saw_it.set()
+
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            partial(serve, handler, 0, ssl_context=server_context(), transport=transport)
+        )
+        with pytest.raises(Boom):
+            async with open_association(
+                "127.0.0.1",
+                listener.port,
+                ssl_context=client_context(),
+                server_hostname=SERVER_NAME,
+                transport=transport,
+                session_cache=None,
+            ):
+                raise Boom
+        with trio.fail_after(30):  # a safety net for a hang, not a timing
+            await server_saw_it.wait()
+        nursery.cancel_scope.cancel()
+    assert isinstance(seen[0], AssociationAbortedError)
 
 
 async def test_cancelled_aclose_aborts(pair_factory: PairFactory) -> None:

@@ -6,7 +6,9 @@ bidirectional stream; each channel is an ordinary :class:`trio.SSLStream`.
 
 from ._api import kernel_sctp_available as kernel_sctp_available
 from ._api import open_association as open_association
+from ._api import open_listener as open_listener
 from ._api import open_sctp_association as open_sctp_association
+from ._api import open_transport as open_transport
 from ._api import serve as serve
 from ._api import serve_sctp as serve_sctp
 from ._association import Channel as Channel

@@ -27,7 +27,7 @@ from .transport import DEFAULT_MAX_MESSAGE_SIZE, MessageListener, MessageTranspo
 
 log = logging.getLogger("trio_sctls")
 
-TransportName = Literal["auto", "kernel", "memory"]
+TransportName = Literal["auto", "kernel", "udp", "memory"]
 
 Hosts = str | Sequence[str] | None
 
@@ -42,17 +42,32 @@ def kernel_sctp_available() -> bool:
     return True
 
 
-def resolve_transport(transport: TransportName) -> Literal["kernel", "memory"]:
+def resolve_transport(transport: TransportName) -> Literal["kernel", "udp", "memory"]:
     """Turn ``"auto"`` into what it means here: kernel SCTP where the kernel has it,
-    otherwise the in-process transport (which only reaches peers in this process)."""
+    otherwise our own SCTP over UDP (RFC 6951), which talks to any SCTP-over-UDP peer,
+    Linux's included."""
     if transport == "auto":
-        return "kernel" if kernel_sctp_available() else "memory"
-    if transport not in ("kernel", "memory"):
-        raise ValueError(f"unknown transport {transport!r}; use 'auto', 'kernel' or 'memory'")
+        return "kernel" if kernel_sctp_available() else "udp"
+    if transport not in ("kernel", "udp", "memory"):
+        raise ValueError(
+            f"unknown transport {transport!r}; use 'auto', 'kernel', 'udp' or 'memory'"
+        )
     return transport
 
 
-async def connect_transport(
+def _check_udp_options(
+    transport: TransportName, udp_port: int | None, remote_udp_port: int | None
+) -> None:
+    # With "auto" they apply when auto means udp, and are ignored on kernel SCTP, so one
+    # program runs on both kinds of machine.
+    if transport in ("kernel", "memory") and (udp_port, remote_udp_port) != (None, None):
+        raise ValueError(
+            f"udp_port and remote_udp_port apply to transport='udp', not {transport!r}"
+        )
+
+
+@asynccontextmanager
+async def open_transport(
     host: Hosts,
     port: int,
     *,
@@ -61,33 +76,77 @@ async def connect_transport(
     max_inbound_streams: int = 10,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     local_addresses: Sequence[str] | None = None,
-) -> MessageTransport:
-    """Establish a plain SCTP association and return its transport (caller owns it)."""
+    udp_port: int | None = None,
+    remote_udp_port: int | None = None,
+) -> AsyncIterator[MessageTransport]:
+    """Establish a plain SCTP association and yield its transport.
+
+    Whatever runs in the background for it (the UDP transport's socket pump) lives
+    inside this ``async with``. Close the transport (``aclose()``) in the block for a
+    graceful end; whatever is still open on exit is aborted.
+
+    Args:
+        host: the peer's address(es); ignored by the memory transport.
+        port: the peer's SCTP port.
+        transport: ``"kernel"``, ``"udp"``, ``"memory"`` or ``"auto"``.
+        outbound_streams: streams we ask for.
+        max_inbound_streams: the most streams we accept from the peer.
+        max_message_size: the largest inbound message accepted.
+        local_addresses: local addresses to bind (kernel: several for multihoming).
+        udp_port: (udp) our UDP port; default: an ephemeral one. With ``"auto"`` the
+            UDP options are ignored where auto means kernel SCTP.
+        remote_udp_port: (udp) the peer's UDP port; default 9899.
+
+    Raises:
+        ValueError: UDP options with ``"kernel"`` or ``"memory"``, or bad arguments.
+        OSError: the association could not be established.
+    """
     kind = resolve_transport(transport)
+    _check_udp_options(transport, udp_port, remote_udp_port)
+    if kind == "udp":
+        from .transport.udp import open_udp_transport
+
+        async with open_udp_transport(
+            host if host is not None else "127.0.0.1",
+            port,
+            udp_port=udp_port or 0,
+            remote_udp_port=remote_udp_port,
+            outbound_streams=outbound_streams,
+            max_inbound_streams=max_inbound_streams,
+            max_message_size=max_message_size,
+            local_addresses=local_addresses,
+        ) as udp_transport:
+            yield udp_transport
+        return
+    sctp: MessageTransport
     if kind == "memory":
         from .transport.memory import connect_memory
 
-        return await connect_memory(
+        sctp = await connect_memory(
             port,
             outbound_streams=outbound_streams,
             max_inbound_streams=max_inbound_streams,
             max_message_size=max_message_size,
         )
-    from .transport.kernel import connect_kernel  # type: ignore[import-not-found,unused-ignore]
+    else:
+        from .transport.kernel import connect_kernel  # type: ignore[import-not-found,unused-ignore]
 
-    if host is None:
-        host = "127.0.0.1"
-    return await connect_kernel(
-        host,
-        port,
-        outbound_streams=outbound_streams,
-        max_inbound_streams=max_inbound_streams,
-        max_message_size=max_message_size,
-        local_addresses=local_addresses,
-    )
+        sctp = await connect_kernel(
+            host if host is not None else "127.0.0.1",
+            port,
+            outbound_streams=outbound_streams,
+            max_inbound_streams=max_inbound_streams,
+            max_message_size=max_message_size,
+            local_addresses=local_addresses,
+        )
+    try:
+        yield sctp
+    finally:
+        sctp.abort()  # a no-op once closed
 
 
-async def listen_transport(
+@asynccontextmanager
+async def open_listener(
     port: int,
     *,
     host: Hosts = None,
@@ -95,27 +154,70 @@ async def listen_transport(
     outbound_streams: int = 10,
     max_inbound_streams: int = 10,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-) -> MessageListener:
-    """Create a listener for plain SCTP associations (caller owns it)."""
+    udp_port: int | None = None,
+) -> AsyncIterator[MessageListener]:
+    """Listen for plain SCTP associations; yield the listener.
+
+    The listener, and for ``"udp"`` the associations it accepted (they share its
+    socket), live inside this ``async with``; it is closed on exit.
+
+    Args:
+        port: the SCTP port (0 picks a free one: see the listener's ``port``).
+        host: local address(es) to bind; all by default.
+        transport: ``"kernel"``, ``"udp"``, ``"memory"`` or ``"auto"``.
+        outbound_streams: streams we offer.
+        max_inbound_streams: the most streams we accept from a peer.
+        max_message_size: the largest inbound message accepted.
+        udp_port: (udp) the UDP port to bind: default 9899, shared by the listeners of
+            this process; 0 for an ephemeral one (see the listener's ``udp_port``).
+
+    Raises:
+        OSError: the port could not be bound.
+    """
     kind = resolve_transport(transport)
+    _check_udp_options(transport, udp_port, None)
+    if kind == "udp":
+        from .transport.udp import open_udp_listener
+
+        async with open_udp_listener(
+            port,
+            host=host,
+            udp_port=udp_port,
+            outbound_streams=outbound_streams,
+            max_inbound_streams=max_inbound_streams,
+            max_message_size=max_message_size,
+        ) as udp_listener:
+            try:
+                yield udp_listener
+            finally:
+                with trio.CancelScope(shield=True):
+                    await udp_listener.aclose()
+        return
+    listener: MessageListener
     if kind == "memory":
         from .transport.memory import listen_memory
 
-        return await listen_memory(
+        listener = await listen_memory(
             port,
             outbound_streams=outbound_streams,
             max_inbound_streams=max_inbound_streams,
             max_message_size=max_message_size,
         )
-    from .transport.kernel import listen_kernel  # type: ignore[import-not-found,unused-ignore]
+    else:
+        from .transport.kernel import listen_kernel  # type: ignore[import-not-found,unused-ignore]
 
-    return await listen_kernel(
-        port,
-        hosts=host,
-        outbound_streams=outbound_streams,
-        max_inbound_streams=max_inbound_streams,
-        max_message_size=max_message_size,
-    )
+        listener = await listen_kernel(
+            port,
+            hosts=host,
+            outbound_streams=outbound_streams,
+            max_inbound_streams=max_inbound_streams,
+            max_message_size=max_message_size,
+        )
+    try:
+        yield listener
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
 
 
 @asynccontextmanager
@@ -140,6 +242,8 @@ async def open_association(
     handshake_timeout: float = 30.0,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ticket_timeout: float | None = None,
+    udp_port: int | None = None,
+    remote_udp_port: int | None = None,
 ) -> AsyncIterator[SecureAssociation]:
     """Open an SCTP association to ``host``:``port`` and run TLS on every bidirectional
     stream (RFC 3436), as the TLS client.
@@ -156,8 +260,9 @@ async def open_association(
         port: the server's SCTP port.
         ssl_context: a client context (``ssl.create_default_context()`` or similar).
         server_hostname: the name to verify in the server's certificate.
-        transport: ``"kernel"`` (Linux SCTP), ``"memory"`` (in-process peers only) or
-            ``"auto"`` (kernel where available, memory otherwise).
+        transport: ``"kernel"`` (Linux SCTP), ``"udp"`` (our own SCTP over UDP, RFC
+            6951), ``"memory"`` (in-process peers only) or ``"auto"`` (kernel where
+            available, udp otherwise).
         outbound_streams: streams we ask for.
         max_inbound_streams: the most streams we accept from the peer.
         handshake: ``"parallel"``, ``"resume"`` or ``"lazy"`` (see the module docs of
@@ -175,13 +280,16 @@ async def open_association(
         close_timeout: seconds to wait for the peer's close_notify when closing.
         ticket_timeout: seconds ``resume`` waits for a TLS 1.3 ticket (default: scaled
             from stream 0's handshake time).
+        udp_port: (udp) our UDP port; default: an ephemeral one, which Linux answers.
+        remote_udp_port: (udp) the server's UDP port; default 9899.
 
     Raises:
         HandshakeError: a handshake failed (the error names the stream).
         SCTPNotSupportedError: ``transport="kernel"`` on a kernel without SCTP.
         OSError: the association could not be established.
     """
-    sctp = await connect_transport(
+    first_host = host if isinstance(host, str) or host is None else host[0]
+    async with open_transport(
         host,
         port,
         transport=transport,
@@ -189,9 +297,9 @@ async def open_association(
         max_inbound_streams=max_inbound_streams,
         max_message_size=max_message_size,
         local_addresses=local_addresses,
-    )
-    first_host = host if isinstance(host, str) or host is None else host[0]
-    try:
+        udp_port=udp_port,
+        remote_udp_port=remote_udp_port,
+    ) as sctp:
         association = SecureAssociation(
             sctp,
             ssl_context=ssl_context,
@@ -208,11 +316,8 @@ async def open_association(
             close_timeout=close_timeout,
             ticket_timeout=ticket_timeout,
         )
-    except BaseException:
-        sctp.abort()
-        raise
-    async with run_association(association, handshake_timeout=handshake_timeout):
-        yield association
+        async with run_association(association, handshake_timeout=handshake_timeout):
+            yield association
 
 
 Handler = Callable[[SecureAssociation], Awaitable[Any]]
@@ -234,6 +339,7 @@ async def serve(
     plain_streams: bool = False,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    udp_port: int | None = None,
     task_status: trio.TaskStatus[MessageListener] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept associations on ``port`` forever and call ``handler(association)`` for
@@ -252,18 +358,13 @@ async def serve(
         port: the SCTP port to listen on (0 picks one; see ``task_status``).
         ssl_context: a server context with a certificate.
         host: local address(es) to bind; all by default.
+        udp_port: (udp) the UDP port to bind: default 9899, which the servers of one
+            process share (they differ in SCTP port); 0 for an ephemeral one (the
+            listener's ``udp_port`` says which).
         task_status: with ``nursery.start``, receives the listener (``.port``).
 
     Other arguments are as for :func:`open_association`.
     """
-    listener = await listen_transport(
-        port,
-        host=host,
-        transport=transport,
-        outbound_streams=outbound_streams,
-        max_inbound_streams=max_inbound_streams,
-        max_message_size=max_message_size,
-    )
 
     async def run_one(sctp: MessageTransport) -> None:
         association = SecureAssociation(
@@ -284,22 +385,29 @@ async def serve(
             # AssociationError included: the peer's or the network's doing.
             log.info("association from %s ended: %r", sctp.peer_addresses, exc)
 
-    try:
-        async with trio.open_nursery() as nursery:
-            task_status.started(listener)
-            while True:
-                try:
-                    sctp = await listener.accept()
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                        log.error("accept failed (%s); retrying in 0.1 s", exc)
-                        await trio.sleep(0.1)
-                        continue
-                    raise
-                nursery.start_soon(run_one, sctp)
-    finally:
-        with trio.CancelScope(shield=True):
-            await listener.aclose()
+    async with (
+        open_listener(
+            port,
+            host=host,
+            transport=transport,
+            outbound_streams=outbound_streams,
+            max_inbound_streams=max_inbound_streams,
+            max_message_size=max_message_size,
+            udp_port=udp_port,
+        ) as listener,
+        trio.open_nursery() as nursery,
+    ):
+        task_status.started(listener)
+        while True:
+            try:
+                sctp = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                    log.error("accept failed (%s); retrying in 0.1 s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            nursery.start_soon(run_one, sctp)
 
 
 @asynccontextmanager
@@ -312,10 +420,13 @@ async def open_sctp_association(
     max_inbound_streams: int = 10,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     local_addresses: Sequence[str] | None = None,
+    udp_port: int | None = None,
+    remote_udp_port: int | None = None,
 ) -> AsyncIterator[MessageTransport]:
     """Open a plain (unencrypted) SCTP association and yield its transport.
 
-    Closed gracefully on exit, aborted if the body raises.
+    Closed gracefully on exit, aborted if the body raises. Arguments are as for
+    :func:`open_association`.
 
     Example::
 
@@ -323,7 +434,7 @@ async def open_sctp_association(
             await sctp.send_message(b"hi", stream=1, ppid=3)
             reply = await sctp.receive()
     """
-    sctp = await connect_transport(
+    async with open_transport(
         host,
         port,
         transport=transport,
@@ -331,14 +442,16 @@ async def open_sctp_association(
         max_inbound_streams=max_inbound_streams,
         max_message_size=max_message_size,
         local_addresses=local_addresses,
-    )
-    try:
-        yield sctp
-    except BaseException:
-        sctp.abort()
-        raise
-    else:
-        await sctp.aclose()
+        udp_port=udp_port,
+        remote_udp_port=remote_udp_port,
+    ) as sctp:
+        try:
+            yield sctp
+        except BaseException:
+            sctp.abort()
+            raise
+        else:
+            await sctp.aclose()
 
 
 async def serve_sctp(
@@ -350,20 +463,14 @@ async def serve_sctp(
     outbound_streams: int = 10,
     max_inbound_streams: int = 10,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    udp_port: int | None = None,
     task_status: trio.TaskStatus[MessageListener] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept plain SCTP associations on ``port`` forever, calling ``handler(transport)``
     for each in its own task; the association is shut down when the handler returns
     (aborted if it raises). Peer and network failures are logged, as in :func:`serve`.
+    Arguments are as for :func:`serve`.
     """
-    listener = await listen_transport(
-        port,
-        host=host,
-        transport=transport,
-        outbound_streams=outbound_streams,
-        max_inbound_streams=max_inbound_streams,
-        max_message_size=max_message_size,
-    )
 
     async def run_one(sctp: MessageTransport) -> None:
         try:
@@ -377,20 +484,29 @@ async def serve_sctp(
         else:
             await sctp.aclose()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            task_status.started(listener)
-            while True:
-                nursery.start_soon(run_one, await listener.accept())
-    finally:
-        with trio.CancelScope(shield=True):
-            await listener.aclose()
+    async with (
+        open_listener(
+            port,
+            host=host,
+            transport=transport,
+            outbound_streams=outbound_streams,
+            max_inbound_streams=max_inbound_streams,
+            max_message_size=max_message_size,
+            udp_port=udp_port,
+        ) as listener,
+        trio.open_nursery() as nursery,
+    ):
+        task_status.started(listener)
+        while True:
+            nursery.start_soon(run_one, await listener.accept())
 
 
 __all__ = [
     "kernel_sctp_available",
     "open_association",
+    "open_listener",
     "open_sctp_association",
+    "open_transport",
     "serve",
     "serve_sctp",
 ]

@@ -1,7 +1,7 @@
 """Transports: the SCTP association below the TLS layer.
 
-:class:`MessageTransport` is the interface; ``memory`` (an in-process pair) and
-``kernel`` (Linux kernel SCTP) implement it.
+:class:`MessageTransport` is the interface; ``memory`` (an in-process pair), ``kernel``
+(Linux kernel SCTP) and ``udp`` (our own SCTP over UDP, RFC 6951) implement it.
 """
 
 from ._base import (
