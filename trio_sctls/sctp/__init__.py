@@ -90,6 +90,7 @@ from ._causes import ErrorCause as ErrorCause
 from ._causes import UserInitiatedAbort as UserInitiatedAbort
 from ._chunks import CHUNK_TYPES as CHUNK_TYPES
 from ._chunks import Chunk as Chunk
+from ._chunks import InitChunk as InitChunk
 from ._config import SCTPConfig as SCTPConfig
 from ._endpoint import Endpoint as Endpoint
 from ._errors import LocalProtocolError as LocalProtocolError
@@ -107,6 +108,8 @@ from ._events import ShutdownComplete as ShutdownComplete
 from ._events import ShutdownReceived as ShutdownReceived
 from ._events import StreamResetFailed as StreamResetFailed
 from ._events import StreamsReset as StreamsReset
+from ._handshake import abort_init as abort_init
+from ._handshake import ootb_response as ootb_response
 from ._packet import Packet as Packet
 from ._params import PARAM_TYPES as PARAM_TYPES
 from ._state import State as State

@@ -109,6 +109,7 @@ from ..sctp import (
     AssociationLost,
     AssociationUp,
     Endpoint,
+    InitChunk,
     LocalProtocolError,
     MessageReceived,
     Packet,
@@ -117,12 +118,12 @@ from ..sctp import (
     SCTPConfig,
     StreamResetFailed,
     StreamsReset,
+    abort_init,
+    ootb_response,
 )
 from ..sctp import Event as SCTPEvent
 from ..sctp import ShutdownComplete as SCTPShutdownComplete
 from ..sctp import ShutdownReceived as SCTPShutdownReceived
-from ..sctp._chunks import InitChunk
-from ..sctp._handshake import abort_init, ootb_response
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_ABORT_REASON,
