@@ -220,6 +220,28 @@ async def open_listener(
             await listener.aclose()
 
 
+#: accept() failures that mean "out of resources for now", not "the listener is broken".
+_TRANSIENT_ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+async def _accept_forever(
+    listener: MessageListener,
+    run_one: Callable[[MessageTransport], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept associations and run each in ``nursery``; ride out resource exhaustion."""
+    while True:
+        try:
+            sctp = await listener.accept()
+        except OSError as exc:
+            if exc.errno in _TRANSIENT_ACCEPT_ERRORS:
+                log.error("accept failed (%s); retrying in 0.1 s", exc)
+                await trio.sleep(0.1)
+                continue
+            raise
+        nursery.start_soon(run_one, sctp)
+
+
 @asynccontextmanager
 async def open_association(
     host: Hosts,
@@ -398,16 +420,7 @@ async def serve(
         trio.open_nursery() as nursery,
     ):
         task_status.started(listener)
-        while True:
-            try:
-                sctp = await listener.accept()
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    log.error("accept failed (%s); retrying in 0.1 s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            nursery.start_soon(run_one, sctp)
+        await _accept_forever(listener, run_one, nursery)
 
 
 @asynccontextmanager
@@ -497,8 +510,7 @@ async def serve_sctp(
         trio.open_nursery() as nursery,
     ):
         task_status.started(listener)
-        while True:
-            nursery.start_soon(run_one, await listener.accept())
+        await _accept_forever(listener, run_one, nursery)
 
 
 __all__ = [
