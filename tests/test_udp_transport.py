@@ -29,6 +29,7 @@ from trio_sctls import (
     serve_sctp,
 )
 from trio_sctls._api import open_listener, open_transport, resolve_transport
+from trio_sctls.impaired import DROP, Direction, Faults, ImpairedLink, impaired_link
 from trio_sctls.sctp import Packet, ParseError, SCTPConfig
 from trio_sctls.sctp._causes import UnrecognizedChunkType
 from trio_sctls.sctp._chunks import (
@@ -58,7 +59,6 @@ from trio_sctls.transport.udp import (
 )
 
 from .conftest import free_udp_port
-from .impaired import DROP, Direction, Faults, ImpairedLink, impaired_link
 
 
 @asynccontextmanager

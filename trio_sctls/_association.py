@@ -130,6 +130,9 @@ class ChannelInfo:
         version: the TLS version, e.g. ``"TLSv1.3"``.
         cipher: the cipher suite name.
         note: how the strategy treated this channel, e.g. why it did not resume.
+        started_at: when the handshake's first step ran, in seconds since the
+            association object was created (``None`` before that).
+        finished_at: when the handshake completed, on the same clock (``None`` before).
     """
 
     stream: int
@@ -138,6 +141,8 @@ class ChannelInfo:
     version: str | None
     cipher: str | None
     note: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 @final
@@ -177,6 +182,7 @@ class SecureAssociation:
             raise ValueError(f"unknown handshake strategy {handshake!r}")
         if overflow not in ("pause", "abort"):
             raise ValueError(f"unknown overflow policy {overflow!r}")
+        self._created = time.perf_counter()
         self.transport = transport
         self.server_side = server_side
         self._ssl_context = ssl_context
@@ -258,6 +264,12 @@ class SecureAssociation:
             version=tls.version() if done else None,
             cipher=cipher[0] if cipher else None,
             note=self._notes.get(stream, ""),
+            started_at=None
+            if tls.handshake_started is None
+            else tls.handshake_started - self._created,
+            finished_at=None
+            if tls.handshake_finished is None
+            else tls.handshake_finished - self._created,
         )
 
     async def send_unprotected(self, data: bytes, *, stream: int, ppid: int = 0) -> None:

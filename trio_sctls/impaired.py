@@ -1,4 +1,5 @@
-"""An impaired link for SCTP-over-UDP tests: a UDP relay with seeded faults.
+"""An impaired link for SCTP over UDP: a UDP relay with seeded faults, for tests,
+benchmarks and experiments (loss, duplication, reordering, delay).
 
 ``async with impaired_link(server_address, ...) as link`` relays between one client and
 the server's UDP address: the client sends to ``link.address`` (``remote_udp_port=
