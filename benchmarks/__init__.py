@@ -1,0 +1,1 @@
+"""Benchmarks of trio-sctls against TLS over TCP; run them all with ``scripts/bench``."""

@@ -1,0 +1,252 @@
+"""What every benchmark shares: certificates, the machine description, percentiles, a live
+progress line, and running a benchmark inside the kernel-SCTP VM.
+
+Conventions (see ``benchmarks/run.py``): a benchmark module has
+
+* ``NAME``: a short identifier (``"throughput"``);
+* ``def add_arguments(parser)``: its own command-line options (each with a default, and a
+  smaller value under ``--quick``);
+* ``async def measure(args, progress) -> dict``: runs on the current machine and returns a
+  JSON-able result with at least ``"rows"`` (a list of flat dicts) and ``"targets"`` (a
+  list of :func:`target` dicts);
+* ``def plot(result, directory) -> list[Path]``: writes PNG figures, returns their paths;
+* ``main()`` via :func:`benchmark_main`, so ``python -m benchmarks.NAME --json out.json``
+  runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import trio
+import trustme
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_NAME = "bench.example"
+#: Set by tests/vm/run_in_vm.py inside the guest.
+IN_VM = os.environ.get("TRIO_SCTLS_IN_VM") == "1"
+
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def contexts(
+    version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A (server, client) pair of contexts for one fresh ECDSA P-256 CA and certificate,
+    pinned to ``version``. Baseline and trio-sctls use the same pair in a run."""
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA).configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    for context in (server, client):
+        context.minimum_version = context.maximum_version = version
+    return server, client
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0..100) of ``samples``, by linear interpolation."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def target(name: str, value: float, limit: float, *, at_most: bool = False) -> dict[str, Any]:
+    """One performance target: ``value`` must be >= ``limit`` (or <= with ``at_most``)."""
+    met = value <= limit if at_most else value >= limit
+    return {
+        "name": name,
+        "value": round(value, 3),
+        "target": f"{'<=' if at_most else '>='} {limit}",
+        "met": bool(met),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and with what a result was measured."""
+    import trio_sctls
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
+        "kernel": platform.release(),
+        "in_vm": IN_VM,
+        "python": platform.python_version(),
+        "trio": trio.__version__,
+        "openssl": ssl.OPENSSL_VERSION,
+        "trio_sctls": getattr(trio_sctls, "__version__", "dev"),
+        "commit": _git_commit(),
+    }
+
+
+class Progress:
+    """A live status line on stderr: rewritten in place on a terminal, else printed at
+    most every few seconds (so CI logs and VM consoles show it without flooding)."""
+
+    def __init__(self, stream: TextIO | None = None, *, interval: float = 5.0) -> None:
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
+        self._interval = interval
+        self._last = 0.0
+        self._width = 0
+        self._started = time.monotonic()
+
+    def update(self, text: str) -> None:
+        """Show ``text`` (prefixed with the elapsed time)."""
+        now = time.monotonic()
+        line = f"[{now - self._started:6.1f} s] {text}"
+        if self._tty:
+            pad = max(0, self._width - len(line))
+            self._stream.write("\r" + line + " " * pad)
+            self._width = len(line)
+            self._stream.flush()
+        elif now - self._last >= self._interval:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+            self._last = now
+
+    def log(self, text: str) -> None:
+        """Print a permanent line (a finished measurement)."""
+        if self._tty and self._width:
+            self._stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+
+class Benchmark(Protocol):
+    """What ``benchmarks/run.py`` expects of a benchmark module."""
+
+    NAME: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def measure(
+        self, args: argparse.Namespace, progress: Progress
+    ) -> Awaitable[dict[str, Any]]: ...
+
+    def plot(self, result: dict[str, Any], directory: Path) -> list[Path]: ...
+
+
+def benchmark_main(
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    measure: Callable[[argparse.Namespace, Progress], Awaitable[dict[str, Any]]],
+    plot: Callable[[dict[str, Any], Path], list[Path]],
+    doc: str | None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run one benchmark from the command line: measure, write ``--json`` and
+    ``--plots DIR`` if given, and print each target."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{name}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a small, fast run")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--plots", type=Path, help="write PNG figures into this directory")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    progress = Progress()
+    result = trio.run(measure, args, progress)
+    result.setdefault("name", name)
+    result["machine"] = machine_info()
+    for item in result.get("targets", []):
+        progress.log(
+            f"target {item['name']}: {item['value']} (want {item['target']}) "
+            f"{'met' if item['met'] else 'NOT MET'}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plots:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        for path in plot(result, args.plots):
+            progress.log(f"wrote {path}")
+    return result
+
+
+def run_in_vm(module: str, arguments: Sequence[str], *, timeout: float = 1500) -> dict[str, Any]:
+    """Run ``python -m benchmarks.MODULE ARGUMENTS --json ...`` inside the kernel-SCTP VM
+    (tests/vm/run_in_vm.py) and return its result. Its output streams live to ours.
+
+    Raises:
+        RuntimeError: if the VM cannot run here or the benchmark fails in it.
+    """
+    runner = ROOT / "tests" / "vm" / "run_in_vm.py"
+    with tempfile.TemporaryDirectory(prefix="trio-sctls-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        command = [
+            sys.executable,
+            str(runner),
+            "--timeout",
+            str(timeout),
+            "--share",
+            tmp,
+            "--share",
+            sys.prefix,
+            "--cwd",
+            str(ROOT),
+            "--",
+            sys.executable,
+            "-m",
+            f"benchmarks.{module}",
+            *arguments,
+            "--json",
+            str(out),
+        ]
+        status = subprocess.run(command, check=False).returncode
+        if status != 0 or not out.exists():
+            raise RuntimeError(f"benchmarks.{module} in the VM failed (exit status {status})")
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
+def vm_available() -> bool:
+    """Whether tests/vm/run_in_vm.py can boot the VM here."""
+    if shutil.which("qemu-system-x86_64") is None:
+        return False
+    runner = ROOT / "tests" / "vm" / "run_in_vm.py"
+    return subprocess.run([sys.executable, str(runner), "--check"], check=False).returncode == 0
