@@ -13,7 +13,7 @@ import os
 import random
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -787,3 +787,52 @@ async def test_one_failing_association_leaves_the_others_on_the_socket_alone() -
             await bad.receive()
         await good.send_message(b"unaffected", stream=0)
         assert await good_server.receive() == Message(b"unaffected", 0)
+
+
+async def test_many_clients_share_one_socket_and_all_keep_their_timers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Twenty client associations on one UDP socket (a fixed udp_port: twenty endpoints
+    # on it). The pump flushes and times only the endpoints with work; after idling
+    # through several heartbeat intervals every association is still up and echoes.
+    n = 20
+    port = free_udp_port()
+    async with (
+        open_udp_listener(0, host="127.0.0.1", udp_port=0) as listener,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def accept_all() -> None:
+            while True:
+                nursery.start_soon(echo, await listener.accept())
+
+        nursery.start_soon(accept_all)
+        async with AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    open_udp_transport(
+                        "127.0.0.1",
+                        listener.port,
+                        remote_udp_port=listener.udp_port,
+                        udp_port=port,
+                        local_addresses=["127.0.0.1"],
+                    )
+                )
+                for _ in range(n)
+            ]
+            shared = clients[0]._udp
+            assert all(client._udp is shared for client in clients)
+            assert len(shared.endpoints) == n
+            before = shared.datagrams_sent
+            await trio.sleep(200)  # HB.interval is 30 s: about six heartbeats per end
+            # Each client end sends its HEARTBEATs and acknowledges the server's.
+            assert shared.datagrams_sent - before >= n * 2 * 5
+            assert all(client.association.established for client in clients)
+            for i, client in enumerate(clients):
+                await client.send_message(b"still here %d" % i, stream=i % 10)
+            for i, client in enumerate(clients):
+                assert await receive_message(client) == Message(b"still here %d" % i, i % 10)
+            for client in clients:
+                await client.aclose()
+            assert all(client.association.closed for client in clients)
+        nursery.cancel_scope.cancel()

@@ -79,9 +79,13 @@ reported as unrecognized), I-DATA (RFC 8260), SCTP-AUTH (RFC 4895), ECN, partial
 delivery (so ``max_message_size`` may not exceed ``receive_buffer``), per-message
 send-failure events (messages still queued when an association ends are simply
 dropped; ``queued_bytes`` says how much), and RFC 6525 requests other than Outgoing
-SSN Reset (we answer them "Denied"). An ``Endpoint`` visits every association on each
-``datagrams_to_send`` / ``timer_deadline`` call: fine for tens of peers, not for tens
-of thousands.
+SSN Reset (we answer them "Denied").
+
+Scale: an ``Endpoint`` never visits all of its associations. Each association tells its
+endpoint when it is fed (by a packet, a timer, or the application calling ``send``,
+``consumed``, ``shutdown``... on it directly); ``datagrams_to_send`` visits only those,
+and deadlines live in a heap with lazy invalidation (:class:`Deadlines`). Idle
+associations cost memory and their heartbeats, nothing per event.
 """
 
 from ._association import Association as Association
@@ -112,6 +116,7 @@ from ._handshake import abort_init as abort_init
 from ._handshake import ootb_response as ootb_response
 from ._packet import Packet as Packet
 from ._params import PARAM_TYPES as PARAM_TYPES
+from ._schedule import Deadlines as Deadlines
 from ._state import State as State
 
 #: The IANA-registered UDP port for SCTP over UDP (RFC 6951, Section 5.1).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections import deque
+from collections.abc import Callable
 
 from ._causes import ErrorCause
 from ._chunks import AbortChunk
@@ -22,6 +23,10 @@ from ._outbound import SendSide
 from ._packet import Packet, finish_packet, packet_header
 from ._reconfig import Reconfig
 from ._state import TRANSMITTING, State, allowed
+
+#: The default source of tags and TSNs, shared: it draws from ``os.urandom`` and keeps no
+#: state, while an instance of its own would cost 2.5 KB (``random.Random``'s state).
+SYSTEM_RANDOM: random.Random = secrets.SystemRandom()
 
 
 class AssociationBase:
@@ -42,7 +47,7 @@ class AssociationBase:
         self.remote_port = remote_port
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._context = cookie_context
-        self._rng: random.Random = rng if rng is not None else secrets.SystemRandom()
+        self._rng: random.Random = rng if rng is not None else SYSTEM_RANDOM
         self._state = State.CLOSED
         self._used = False
         self._graceful = False  # closed by a completed SHUTDOWN sequence
@@ -80,6 +85,16 @@ class AssociationBase:
         self._packet_has_data = False
         self._immediate = False
         self._cookie_ack = False  # a COOKIE ACK leads the next packet (Section 5.1, E)
+        # Called at the start of every public call that feeds the association, so an
+        # Endpoint learns which of its many associations may have something to send or
+        # a new deadline without visiting them all (see Endpoint._watch).
+        self._watcher: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        """Tell the watcher (the endpoint) that this association is being fed."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher()
 
     @property
     def state(self) -> State:

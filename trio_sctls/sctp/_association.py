@@ -94,22 +94,6 @@ class Association(HandshakeMixin):
             cookie_context=cookie_context,
             rng=rng,
         )
-        self._dispatch: dict[type[Chunk], Callable[[Packet, Chunk, float], bool]] = {
-            DataChunk: self._on_data,
-            InitChunk: self._on_init,
-            InitAckChunk: self._on_init_ack,
-            SackChunk: self._on_sack,
-            HeartbeatChunk: self._on_heartbeat,
-            HeartbeatAckChunk: self._on_heartbeat_ack,
-            AbortChunk: self._on_abort,
-            ShutdownChunk: self._on_shutdown,
-            ShutdownAckChunk: self._on_shutdown_ack,
-            ErrorChunk: self._on_error,
-            CookieEchoChunk: self._on_cookie_echo,
-            CookieAckChunk: self._on_cookie_ack,
-            ShutdownCompleteChunk: self._on_shutdown_complete,
-            ReconfigChunk: self._on_reconfig,
-        }
 
     # == public API ==========================================================================
 
@@ -119,6 +103,7 @@ class Association(HandshakeMixin):
         Raises:
             LocalProtocolError: the association was already used.
         """
+        self._changed()
         if self._used or self._state is not State.CLOSED:
             raise LocalProtocolError("connect() on an association already in use")
         self._used = True
@@ -132,6 +117,7 @@ class Association(HandshakeMixin):
                 up yet), no such stream, an empty message, or one above
                 ``max_message_size``.
         """
+        self._changed()
         send = self._send
         if self._state not in SENDING or send is None:
             raise LocalProtocolError(f"cannot send in state {self._state.value}")
@@ -145,6 +131,7 @@ class Association(HandshakeMixin):
 
     def consumed(self, nbytes: int) -> None:
         """The application has read ``nbytes`` of received messages: reopen our window."""
+        self._changed()
         recv = self._recv
         if recv is None or nbytes <= 0:
             return
@@ -158,6 +145,7 @@ class Association(HandshakeMixin):
 
     def shutdown(self, now: float) -> None:
         """Start a graceful shutdown (Section 9.2): deliver what is queued, then close."""
+        self._changed()
         st = self._state
         if st is State.ESTABLISHED:
             self._set_state(State.SHUTDOWN_PENDING)
@@ -167,6 +155,7 @@ class Association(HandshakeMixin):
 
     def abort(self, reason: str = "") -> None:
         """Abort at once (Section 9.1): ABORT, with a User-Initiated Abort cause if given."""
+        self._changed()
         if self._state is State.CLOSED:
             return
         causes: tuple[ErrorCause, ...] = (UserInitiatedAbort(reason.encode()),) if reason else ()
@@ -179,6 +168,7 @@ class Association(HandshakeMixin):
             LocalProtocolError: not established, the peer did not announce RE-CONFIG, or
                 a stream id is out of range.
         """
+        self._changed()
         ids = tuple(dict.fromkeys(streams))
         send, reconf = self._send, self._reconf
         if self._state not in SENDING or send is None or reconf is None:
@@ -211,6 +201,7 @@ class Association(HandshakeMixin):
 
     def receive_packet(self, packet: Packet, now: float) -> None:
         """Process one already parsed (and checksum-verified) packet."""
+        self._changed()
         if packet.destination_port != self.local_port or packet.source_port != self.remote_port:
             return
         chunks = packet.chunks
@@ -236,11 +227,11 @@ class Association(HandshakeMixin):
         self._immediate = False
         try:
             for chunk in chunks:
-                handler = self._dispatch.get(type(chunk))
+                handler = _DISPATCH.get(type(chunk))
                 keep_going = (
                     self._on_unknown(packet, chunk)
                     if handler is None
-                    else handler(packet, chunk, now)
+                    else handler(self, packet, chunk, now)
                 )
                 if not keep_going or self._state is State.CLOSED:
                     break
@@ -481,6 +472,7 @@ class Association(HandshakeMixin):
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline is ``now`` or earlier."""
+        self._changed()
         if self._t1 is not None and now >= self._t1:
             self._t1 = None
             self._t1_count += 1
@@ -588,3 +580,23 @@ class Association(HandshakeMixin):
         return out
 
     # == the state machine ======================================================================
+
+
+#: Chunk type -> handler. One table for the class (a per-instance table of bound methods
+#: cost about 1.5 KB per association).
+_DISPATCH: dict[type[Chunk], Callable[[Association, Packet, Chunk, float], bool]] = {
+    DataChunk: Association._on_data,
+    InitChunk: Association._on_init,
+    InitAckChunk: Association._on_init_ack,
+    SackChunk: Association._on_sack,
+    HeartbeatChunk: Association._on_heartbeat,
+    HeartbeatAckChunk: Association._on_heartbeat_ack,
+    AbortChunk: Association._on_abort,
+    ShutdownChunk: Association._on_shutdown,
+    ShutdownAckChunk: Association._on_shutdown_ack,
+    ErrorChunk: Association._on_error,
+    CookieEchoChunk: Association._on_cookie_echo,
+    CookieAckChunk: Association._on_cookie_ack,
+    ShutdownCompleteChunk: Association._on_shutdown_complete,
+    ReconfigChunk: Association._on_reconfig,
+}

@@ -11,15 +11,26 @@ kept for a peer before its valid COOKIE ECHO, so INIT floods cost no memory.
 RFC 6951, Section 5.4: a NAT may change the peer's UDP port. A packet from an unknown
 address whose verification tag is one of our associations', from the same host and SCTP
 port, moves that association to the new address.
+
+Scale: nothing visits every association. An association tells its endpoint when it is
+fed (a packet, a timer, or the application's ``send``, ``consumed``, ``shutdown``...,
+called on the association directly), and only those associations are asked for packets
+and events at the next :meth:`Endpoint.datagrams_to_send`; their deadlines then go into
+a heap (``_schedule.Deadlines``) that :meth:`Endpoint.timer_deadline` and
+:meth:`Endpoint.handle_timer` read. Associations are also indexed by verification tag
+for the NAT case. So a flush, a timer or a datagram costs the same with ten thousand
+idle associations as with one, and a driver serving many endpoints can set
+:attr:`Endpoint.wakeup` to learn which of them have work.
 """
 
 from __future__ import annotations
 
 import random
 import secrets
-from collections import deque
-from collections.abc import Hashable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 
+from ._assoc_base import SYSTEM_RANDOM
 from ._association import Association
 from ._chunks import CookieEchoChunk, InitChunk, ShutdownAckChunk
 from ._config import SCTPConfig
@@ -27,6 +38,7 @@ from ._errors import LocalProtocolError, ParseError
 from ._events import AssociationAccepted, Event
 from ._handshake import CookieState, abort_init, build_init_ack, init_problem, ootb_response
 from ._packet import Packet
+from ._schedule import Deadlines
 
 Address = Hashable
 #: How long we remember the tag of a closed association (see ``Endpoint._linger``).
@@ -48,6 +60,12 @@ class Endpoint:
         accept: answer INITs from new peers (a server); if false only :meth:`connect`
             creates associations.
         rng: randomness for tags and TSNs (tests pass a seeded one).
+
+    Attributes:
+        wakeup: if set, called with the endpoint whenever one of its associations is fed
+            through the association's own methods (``send``, ``consumed``, ``shutdown``,
+            ``abort``, ``reset_streams``...), i.e. when :meth:`datagrams_to_send` may have
+            something new; a driver of many endpoints uses it to flush only those.
     """
 
     def __init__(
@@ -63,17 +81,27 @@ class Endpoint:
         self.local_port = local_port
         self.accept = accept
         self._secret = secret if secret is not None else secrets.token_bytes(32)
-        self._rng: random.Random = rng if rng is not None else secrets.SystemRandom()
+        self._rng: random.Random = rng if rng is not None else SYSTEM_RANDOM
         self._by_addr: dict[tuple[Address, int], Association] = {}
         self._addr: dict[Association, Address] = {}
         self._out: list[tuple[bytes, Address]] = []
         self._events: deque[tuple[Association, Event]] = deque()
-        self._ready: dict[Association, None] = {}
+        # Associations that may have events; an OrderedDict because next_event takes
+        # from the front (O(1) here, unlike a dict with deletions at its front).
+        self._ready: OrderedDict[Association, None] = OrderedDict()
+        # Associations fed since the last datagrams_to_send: the only ones it visits.
+        self._dirty: dict[Association, None] = {}
+        self._timers: Deadlines[Association] = Deadlines()
+        # Our verification tag -> association, for NAT rebinding (``_rebound``).
+        self._by_tag: dict[int, Association] = {}
+        self.wakeup: Callable[[Endpoint], None] | None = None
         # Tags of recently closed associations -> until when. Late duplicates of their
         # packets are dropped instead of drawing an out-of-the-blue ABORT, which could
         # reach a peer still finishing its shutdown; a SHUTDOWN ACK still gets its
         # SHUTDOWN COMPLETE (RFC 9260, Section 8.4 (5)).
-        self._linger: dict[int, float] = {}
+        # Oldest first (expiries only grow): expired tags leave from the front, so
+        # closing thousands of associations costs O(1) each, not a sweep of them all.
+        self._linger: OrderedDict[int, float] = OrderedDict()
         self._now = 0.0
 
     @property
@@ -112,7 +140,27 @@ class Endpoint:
     def _register(self, assoc: Association, addr: Address) -> None:
         self._by_addr[(addr, assoc.remote_port)] = assoc
         self._addr[assoc] = addr
+        self._by_tag[assoc.verification_tag] = assoc
         self._ready[assoc] = None
+        self._dirty[assoc] = None
+        self._watch(assoc)
+
+    def _watch(self, assoc: Association) -> None:
+        """Have ``assoc`` mark itself dirty whenever it is fed (``Association._changed``)."""
+
+        def fed() -> None:
+            dirty = self._dirty
+            if assoc not in dirty:
+                dirty[assoc] = None
+                if self.wakeup is not None:
+                    self.wakeup(self)
+
+        assoc._watcher = fed
+
+    @property
+    def has_events(self) -> bool:
+        """Whether :meth:`next_event` may have something to return."""
+        return bool(self._events or self._ready)
 
     # -- incoming ----------------------------------------------------------------------
 
@@ -129,7 +177,7 @@ class Endpoint:
         if assoc is None:
             assoc = self._rebound(packet, addr)
         if assoc is not None and packet.destination_port == self.local_port:
-            assoc.receive_packet(packet, now)
+            assoc.receive_packet(packet, now)  # marks it dirty
             self._ready[assoc] = None
             return
         self._unmatched(packet, addr, now)
@@ -139,18 +187,16 @@ class Endpoint:
         tag = packet.verification_tag
         if not tag or not isinstance(addr, tuple) or not addr:
             return None
-        for (old_addr, port), assoc in self._by_addr.items():
-            if (
-                assoc.verification_tag == tag
-                and port == packet.source_port
-                and isinstance(old_addr, tuple)
-                and old_addr[:1] == addr[:1]
-                and not assoc.closed
-            ):
-                del self._by_addr[(old_addr, port)]
-                self._register(assoc, addr)
-                return assoc
-        return None
+        assoc = self._by_tag.get(tag)
+        if assoc is None or assoc.closed or assoc.remote_port != packet.source_port:
+            return None
+        old_addr = self._addr.get(assoc)
+        if not isinstance(old_addr, tuple) or old_addr[:1] != addr[:1]:
+            return None
+        if self._by_addr.get((old_addr, assoc.remote_port)) is assoc:
+            del self._by_addr[(old_addr, assoc.remote_port)]
+        self._register(assoc, addr)
+        return assoc
 
     def _unmatched(self, packet: Packet, addr: Address, now: float) -> None:
         chunks = packet.chunks
@@ -217,13 +263,20 @@ class Endpoint:
     # -- outgoing, events, timers ----------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Every packet to send now, with the address to send it to."""
+        """Every packet to send now, with the address to send it to. Visits only the
+        associations fed since the last call (the others have nothing new)."""
         self._now = now
         out = self._out
         self._out = []
-        for assoc, addr in list(self._addr.items()):
+        dirty = self._dirty
+        self._dirty = {}
+        for assoc in dirty:
+            addr = self._addr.get(assoc)
+            if addr is None:
+                continue  # forgotten meanwhile
             for datagram in assoc.datagrams_to_send(now):
                 out.append((datagram, addr))
+            self._timers.set(assoc, assoc.timer_deadline())
             if assoc.has_events:
                 self._ready[assoc] = None
             elif assoc.closed:
@@ -246,24 +299,43 @@ class Endpoint:
         return None
 
     def _forget(self, assoc: Association) -> None:
-        if len(self._linger) > 1000:
-            self._linger = {t: u for t, u in self._linger.items() if u >= self._now}
-        self._linger[assoc.verification_tag] = self._now + LINGER
+        linger = self._linger
+        while linger:
+            tag, until = next(iter(linger.items()))
+            if until >= self._now:
+                break
+            del linger[tag]
+        linger.pop(assoc.verification_tag, None)
+        linger[assoc.verification_tag] = self._now + LINGER
         addr = self._addr.pop(assoc, None)
         if addr is not None and self._by_addr.get((addr, assoc.remote_port)) is assoc:
             del self._by_addr[(addr, assoc.remote_port)]
+        if self._by_tag.get(assoc.verification_tag) is assoc:
+            del self._by_tag[assoc.verification_tag]
         self._ready.pop(assoc, None)
+        self._dirty.pop(assoc, None)
+        self._timers.discard(assoc)
+        assoc._watcher = None
+
+    def _refresh_deadlines(self) -> None:
+        """Re-read the deadlines of the associations fed since the last flush."""
+        timers = self._timers
+        for assoc in self._dirty:
+            if assoc in self._addr:
+                timers.set(assoc, assoc.timer_deadline())
 
     def timer_deadline(self) -> float | None:
         """The earliest deadline of any association, or ``None``."""
-        deadlines = [d for a in self._addr if (d := a.timer_deadline()) is not None]
-        return min(deadlines) if deadlines else None
+        if self._dirty:
+            self._refresh_deadlines()
+        return self._timers.earliest()
 
     def handle_timer(self, now: float) -> None:
-        """Run the expired timers of every association."""
+        """Run the expired timers of every association (only those are visited)."""
         self._now = now
-        for assoc in list(self._addr):
-            deadline = assoc.timer_deadline()
-            if deadline is not None and deadline <= now:
-                assoc.handle_timer(now)
+        if self._dirty:
+            self._refresh_deadlines()
+        for assoc in self._timers.pop_due(now):
+            if assoc in self._addr:
+                assoc.handle_timer(now)  # marks it dirty: its new deadline is read later
                 self._ready[assoc] = None

@@ -72,9 +72,17 @@ retransmits what a full send buffer dropped.
 
 Hazards. Datagram bursts larger than the socket's receive buffer are dropped by the
 kernel before we see them, so the buffers are enlarged (``SOCKET_BUFFER``; the forced
-variant needs privileges, the plain one is capped by ``net.core.rmem_max``). The core
-visits every association of an endpoint for each flush and timer check: fine for tens of
-associations per socket, not for tens of thousands.
+variant needs privileges, the plain one is capped by ``net.core.rmem_max``).
+
+Scale. Nothing here or in the core visits every association or every endpoint: the pump
+keeps the endpoints with work (a datagram, a timer, or an association the application
+fed, reported through ``Endpoint.wakeup``) and flushes and dispatches only those, and it
+keeps each endpoint's next deadline in a heap (``sctp.Deadlines``), as each endpoint does
+for its associations. An idle association costs its memory and its heartbeats (one
+HEARTBEAT and one HEARTBEAT ACK per HB.interval, 30 s, at each end), nothing per event
+elsewhere. By default each client has a socket of its own (one file descriptor and a
+reader task per association); clients given one fixed ``udp_port`` share a socket and
+one pump instead (``benchmarks/scale.py`` measures both).
 """
 
 from __future__ import annotations
@@ -108,6 +116,7 @@ from ..sctp import (
     AssociationAccepted,
     AssociationLost,
     AssociationUp,
+    Deadlines,
     Endpoint,
     InitChunk,
     LocalProtocolError,
@@ -266,6 +275,17 @@ class _UDPSocket:
         self._dirty = False
         self._deadline = math.inf
         self._closed = False
+        #: Endpoints with something to dispatch or flush: fed a datagram, a timer, or
+        #: woken by one of their associations (``Endpoint.wakeup``). Flushes and event
+        #: dispatch visit only these, not every endpoint on the socket.
+        self._busy: dict[Endpoint, None] = {}
+        #: Inside a step of the pump that ends with a flush (see ``_woken``).
+        self._pumping = False
+        #: The next deadline of each endpoint.
+        self._timers: Deadlines[Endpoint] = Deadlines()
+        #: Datagrams sent and received on this socket (statistics).
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
 
     @classmethod
     def bind(
@@ -312,6 +332,15 @@ class _UDPSocket:
                 f"SCTP port {endpoint.local_port} is already in use on UDP port {self.address[1]}",
             )
         self.endpoints[endpoint.local_port] = endpoint
+        endpoint.wakeup = self._woken
+        self._busy[endpoint] = None
+
+    def _woken(self, endpoint: Endpoint) -> None:
+        """One of ``endpoint``'s associations was fed (by the application, or by the
+        pump itself, which flushes at the end of its step anyway)."""
+        self._busy[endpoint] = None
+        if not self._pumping:
+            self.request_flush()
 
     def remove_endpoint(self, endpoint: Endpoint) -> None:
         """Abort what is left of ``endpoint``'s associations, send that, forget it."""
@@ -326,6 +355,9 @@ class _UDPSocket:
         if self.endpoints.get(endpoint.local_port) is endpoint:
             del self.endpoints[endpoint.local_port]
         self.listeners.pop(endpoint, None)
+        endpoint.wakeup = None
+        self._busy.pop(endpoint, None)
+        self._timers.discard(endpoint)
 
     # -- the pump ------------------------------------------------------------------------
 
@@ -341,11 +373,14 @@ class _UDPSocket:
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
+            self._pumping = True
             try:
                 self._read_burst(now)
                 self._dispatch()
             except Exception:  # pragma: no cover - a bug in the core; serve the others
                 log.exception("udp transport: error while processing input")
+            finally:
+                self._pumping = False
             self.flush_now(now)
 
     async def _timers_and_flushes(self) -> None:
@@ -362,14 +397,16 @@ class _UDPSocket:
                         self._timer_scope = None
             now = trio.current_time()
             if now >= self._deadline:
+                self._pumping = True
                 try:
-                    for endpoint in list(self.endpoints.values()):
-                        deadline = endpoint.timer_deadline()
-                        if deadline is not None and deadline <= now:
-                            endpoint.handle_timer(now)
+                    for endpoint in self._timers.pop_due(now):
+                        self._busy[endpoint] = None
+                        endpoint.handle_timer(now)
                     self._dispatch()
                 except Exception:  # pragma: no cover - a bug in the core
                     log.exception("udp transport: error while running timers")
+                finally:
+                    self._pumping = False
             self.flush_now(now)
             await trio.lowlevel.checkpoint()
 
@@ -382,6 +419,7 @@ class _UDPSocket:
     def _read_burst(self, now: float) -> None:
         sock = self.sock
         endpoints = self.endpoints
+        busy = self._busy
         for _ in range(MAX_BURST):
             try:
                 data, address = sock.recvfrom(RECEIVE_SIZE)
@@ -393,12 +431,14 @@ class _UDPSocket:
             except OSError as exc:
                 log.debug("udp transport: recvfrom failed: %r", exc)
                 return
+            self.datagrams_received += 1
             if len(data) < 12:
                 continue  # not even a common header: not SCTP
             _src, dst = _PORTS.unpack_from(data)
             endpoint = endpoints.get(dst)
             try:
                 if endpoint is not None:
+                    busy[endpoint] = None
                     endpoint.receive_datagram(data, address, now)
                 else:
                     self._no_endpoint(data, address)
@@ -430,7 +470,9 @@ class _UDPSocket:
             transport._connect_refused()
 
     def _dispatch(self) -> None:
-        for endpoint in list(self.endpoints.values()):
+        for endpoint in list(self._busy):
+            if self.endpoints.get(endpoint.local_port) is not endpoint:
+                continue
             while (item := endpoint.next_event()) is not None:
                 assoc, event = item
                 transport = self.transports.get(assoc)
@@ -446,20 +488,27 @@ class _UDPSocket:
                     assoc.consumed(len(event.data))
 
     def flush_now(self, now: float) -> None:
-        """Send everything the endpoints have queued; recompute the next deadline."""
+        """Send everything the busy endpoints have queued; recompute the next deadline.
+        An endpoint with events still to dispatch stays busy for the next dispatch."""
         self._dirty = False
         send = self._send
-        deadline = math.inf
-        for endpoint in list(self.endpoints.values()):
+        busy = self._busy
+        self._busy = {}
+        timers = self._timers
+        endpoints = self.endpoints
+        for endpoint in busy:
+            if endpoints.get(endpoint.local_port) is not endpoint:
+                continue
             try:
                 for data, address in endpoint.datagrams_to_send(now):
                     send(data, address)  # type: ignore[arg-type]
-                d = endpoint.timer_deadline()
+                timers.set(endpoint, endpoint.timer_deadline())
             except Exception:  # pragma: no cover - a bug in the core; serve the others
                 log.exception("udp transport: error while collecting datagrams")
-                continue
-            if d is not None and d < deadline:
-                deadline = d
+            if endpoint.has_events:
+                self._busy[endpoint] = None
+        earliest = timers.earliest()
+        deadline = math.inf if earliest is None else earliest
         self._deadline = deadline
         scope = self._timer_scope
         if scope is not None and deadline < scope.deadline:
@@ -469,6 +518,7 @@ class _UDPSocket:
                 transport._wake_senders()
 
     def _send(self, data: bytes, address: SocketAddress) -> None:
+        self.datagrams_sent += 1
         try:
             self.sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
@@ -795,6 +845,9 @@ class UDPTransport(MessageTransport):
             await self._senders.park()
             self._check_sendable()
             while not self._has_room(size):
+                # Re-register: a flush that ran while we were being woken may have
+                # dropped this transport from ``blocked`` (it saw no parked sender).
+                self._udp.blocked.add(self)
                 await self._senders.park()
                 self._check_sendable()
             if self._senders and self._has_room(1):
