@@ -1,45 +1,105 @@
-"""Association set-up time per handshake strategy, as a ratio to one TLS/TCP handshake.
+"""Association set-up: time until every channel is ready, as a multiple of one TLS/TCP
+handshake, per handshake strategy.
 
-Both are measured in the same run, on loopback, with the same certificate (ECDSA P-256),
-TLS version and default ciphers: the baseline is trio's SSLStream over TCP. "Ready"
-means every channel has completed its handshake (for ``lazy``, after one byte was
-exchanged on each channel, which is what triggers them).
+Cases: TLS 1.2 and 1.3, 1, 8 and 32 channels, strategies ``parallel``, ``resume`` and
+``lazy``. The clock runs from the start of ``open_association`` (SCTP set-up included)
+until every channel has completed its handshake; for ``lazy``, until one byte went each
+way on every channel, which is what triggers its handshakes. The server reads every
+channel (an echo server), as real servers do.
 
-    python benchmarks/handshakes.py [--transport memory|kernel] [--rounds 5] [--json out.json]
+Baseline: trio's ``SSLStream`` over TCP on loopback, TCP connect plus one handshake, with
+the same TLS version, default ciphers and certificate (ECDSA P-256). Each round measures
+one baseline handshake right before the association, so both see the same machine load;
+a case's ratio is the median association time over the median baseline time of its
+rounds. Both ends run in this process, so its CPU time is measured too (``cpu_ratio``):
+on a shared, busy machine it says what the wall clock only suggests.
+
+Floor: per TLS version, the CPU time of one full and one resumed handshake with both
+ends in memory BIOs (OpenSSL and the ssl module alone, no SCTP, Trio or trio-sctls),
+turned into the least ratio an association of n channels could reach on this machine
+(``openssl_floor``): how much of a ratio is the library's and how much is OpenSSL's.
+
+Where: on the host over our SCTP over UDP (``udp``) and the in-process ``memory``
+transport; in the kernel-SCTP VM (``WHERE = ("host", "vm")``) over Linux SCTP.
+
+Targets (issue 4), per TLS version and transport:
+
+* ``32 channels ready within 8x one TLS/TCP handshake``, for the best strategy of that
+  TLS version (``resume`` for TLS 1.2; the lowest ratio is taken, so the target says
+  what the library can do when the user picks the strategy that suits the version);
+* ``TLS 1.2 resume measurably cheaper than parallel``: 32-channel ``resume`` at most 0.9x
+  the time of ``parallel``.
+
+``--profile FILE`` runs one more 32-channel round (``--profile-case``, e.g.
+``1.2:resume``) under cProfile on the first transport and prints where the CPU went.
+
+    python -m benchmarks.handshakes [--quick] [--json out.json] [--plots DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import cProfile
+import io
+import pstats
 import ssl
 import statistics
-import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
-import trustme
 
 import trio_sctls
 from trio_sctls import SecureAssociation
 
-SERVER_NAME = "bench.example"
+from ._common import (
+    IN_VM,
+    SERVER_NAME,
+    TLS_VERSIONS,
+    Progress,
+    benchmark_main,
+    contexts,
+    target,
+)
+
+NAME = "handshakes"
+WHERE = ("host", "vm")
+
+STRATEGIES = ("parallel", "resume", "lazy")
+#: The set-up target: 32 channels ready within this many TLS/TCP handshakes.
+TARGET_RATIO = 8.0
+TARGET_CHANNELS = 32
+#: resume / parallel time (TLS 1.2, 32 channels) at most this: "measurably cheaper".
+TARGET_RESUME_SHARE = 0.9
 
 
-def contexts(version: ssl.TLSVersion) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA).configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    for context in (server, client):
-        context.minimum_version = context.maximum_version = version
-    return server, client
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of this benchmark."""
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 7; quick 2)")
+    parser.add_argument(
+        "--channels", type=int, nargs="+", default=[1, 8, 32], help="channel counts"
+    )
+    parser.add_argument("--tls", nargs="+", choices=sorted(TLS_VERSIONS), default=["1.2", "1.3"])
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        choices=["udp", "memory", "kernel"],
+        help="default: udp and memory on the host, kernel in the VM",
+    )
+    parser.add_argument("--profile", type=Path, help="profile one 32-channel round; pstats here")
+    parser.add_argument(
+        "--profile-case", default="1.2:resume", help="TLS:strategy to profile (1.2:resume)"
+    )
 
 
-async def tls_tcp_handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> float:
+async def tls_tcp_ready(server_ctx: Any, client_ctx: Any) -> tuple[float, float]:
+    """Seconds for TCP connect plus one TLS handshake over loopback (trio.SSLStream):
+    wall time, and this process's CPU time (both ends run in it)."""
+
     async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
         await stream.do_handshake()
         await stream.receive_some()
@@ -49,27 +109,30 @@ async def tls_tcp_handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLConte
             partial(trio.serve_ssl_over_tcp, handler, 0, server_ctx, host="127.0.0.1")
         )
         port = listeners[0].transport_listener.socket.getsockname()[1]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         stream = trio.SSLStream(
             await trio.open_tcp_stream("127.0.0.1", port),
             client_ctx,
             server_hostname=SERVER_NAME,
         )
         await stream.do_handshake()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         await stream.aclose()
         nursery.cancel_scope.cancel()
-    return elapsed
+    return elapsed, cpu
 
 
 async def association_ready(
-    server_ctx: ssl.SSLContext,
-    client_ctx: ssl.SSLContext,
+    server_ctx: Any,
+    client_ctx: Any,
     *,
     channels: int,
     strategy: str,
     transport: str,
-) -> float:
+    profiler: cProfile.Profile | None = None,
+) -> dict[str, Any]:
+    """One association set-up; returns its time, resumptions and per-channel timeline."""
+
     async def handler(association: SecureAssociation) -> None:
         async def echo(channel: trio_sctls.Channel) -> None:
             while data := await channel.receive_some():
@@ -79,6 +142,8 @@ async def association_ready(
             for channel in association.channels:
                 nursery.start_soon(echo, channel)
 
+    udp = transport == "udp"
+    server_udp: dict[str, Any] = {"udp_port": 0} if udp else {}
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
             partial(
@@ -90,9 +155,13 @@ async def association_ready(
                 transport=transport,  # type: ignore[arg-type]
                 outbound_streams=channels,
                 max_inbound_streams=channels,
+                **server_udp,
             )
         )
-        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        client_udp: dict[str, Any] = {"remote_udp_port": listener.udp_port} if udp else {}
+        started, cpu = time.perf_counter(), time.process_time()
         async with trio_sctls.open_association(
             "127.0.0.1",
             listener.port,
@@ -104,6 +173,7 @@ async def association_ready(
             handshake=strategy,  # type: ignore[arg-type]
             session_cache=None,
             close_timeout=1.0,
+            **client_udp,
         ) as association:
             if strategy == "lazy":
 
@@ -114,72 +184,351 @@ async def association_ready(
                 async with trio.open_nursery() as touches:
                     for channel in association.channels:
                         touches.start_soon(touch, channel)
-            elapsed = time.perf_counter() - started
-            resumed = sum(
-                bool(association.channel_info(i).resumed) for i in range(len(association.channels))
-            )
-            if strategy == "resume" and channels > 1:
-                assert resumed == channels - 1, resumed
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            if profiler is not None:
+                profiler.disable()
+            infos = [association.channel_info(i) for i in range(len(association.channels))]
         nursery.cancel_scope.cancel()
-    return elapsed
+    assert len(infos) == channels, (len(infos), channels)
+    resumed = sum(bool(info.resumed) for info in infos)
+    if strategy == "resume" and channels > 1 and resumed != channels - 1:
+        raise RuntimeError(f"resume: only {resumed} of {channels - 1} channels resumed")
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "resumed": resumed,
+        "timeline": [
+            [info.stream, info.started_at, info.finished_at, bool(info.resumed)] for info in infos
+        ],
+    }
 
 
-async def run(transport: str, rounds: int, sizes: list[int]) -> dict[str, Any]:
-    results: dict[str, Any] = {"transport": transport, "rounds": rounds, "cases": []}
-    for label, version in (
-        ("TLSv1.2", ssl.TLSVersion.TLSv1_2),
-        ("TLSv1.3", ssl.TLSVersion.TLSv1_3),
-    ):
-        server_ctx, client_ctx = contexts(version)
-        baseline = statistics.median(
-            [await tls_tcp_handshake(server_ctx, client_ctx) for _ in range(rounds)]
+def _memory_handshake(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, session: ssl.SSLSession | None
+) -> ssl.SSLObject:
+    """Both ends of one handshake in memory BIOs, nothing else: OpenSSL's own cost (and
+    the ssl module's: setting ``session`` copies it, certificate included)."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=SERVER_NAME, session=session)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    client_done = server_done = False
+    while not (client_done and server_done):
+        for obj, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
+            if not (client_done if obj is client else server_done):
+                try:
+                    obj.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                else:
+                    if obj is client:
+                        client_done = True
+                    else:
+                        server_done = True
+            peer_in.write(out.read())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.read(1)  # TLS 1.3: take in the session tickets
+    return client
+
+
+def openssl_floor(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> dict[str, float]:
+    """CPU seconds of one full and one resumed handshake in memory (median of 31): what
+    an association of n channels costs at the least, with no SCTP, Trio or Python."""
+    first = _memory_handshake(server_ctx, client_ctx, None)
+    session = first.session
+    full, resumed = [], []
+    for _ in range(31):
+        cpu = time.process_time()
+        _memory_handshake(server_ctx, client_ctx, None)
+        full.append(time.process_time() - cpu)
+        cpu = time.process_time()
+        again = _memory_handshake(server_ctx, client_ctx, session)
+        resumed.append(time.process_time() - cpu)
+        assert again.session_reused
+    return {"full": statistics.median(full), "resumed": statistics.median(resumed)}
+
+
+def _transports(args: argparse.Namespace) -> list[str]:
+    if args.transports:
+        return list(args.transports)
+    return ["kernel"] if IN_VM else ["udp", "memory"]
+
+
+async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Every case, ``rounds`` times each, alternating with the TLS/TCP baseline."""
+    rounds = args.rounds or (2 if args.quick else 7)
+    transports = _transports(args)
+    rows: list[dict[str, Any]] = []
+    timelines: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    for tls in args.tls:
+        server_ctx, client_ctx = contexts(TLS_VERSIONS[tls])
+        # Warm up both paths (imports, first handshakes, caches).
+        await tls_tcp_ready(server_ctx, client_ctx)
+        floor = openssl_floor(server_ctx, client_ctx)
+        base_cpu = statistics.median(
+            [(await tls_tcp_ready(server_ctx, client_ctx))[1] for _ in range(rounds)]
         )
-        print(f"{label}: one TLS/TCP handshake {baseline * 1000:.2f} ms (median)", flush=True)
-        for channels in sizes:
-            for strategy in ("parallel", "resume", "lazy"):
-                times = [
-                    await association_ready(
-                        server_ctx,
-                        client_ctx,
-                        channels=channels,
-                        strategy=strategy,
-                        transport=transport,
+        for channels in args.channels:
+            entry = {
+                "tls": tls,
+                "channels": channels,
+                "full_ms": round(floor["full"] * 1000, 3),
+                "resumed_ms": round(floor["resumed"] * 1000, 3),
+                "tls_tcp_cpu_ms": round(base_cpu * 1000, 3),
+                "parallel_ratio": round(channels * floor["full"] / base_cpu, 3),
+                "resume_ratio": round(
+                    (floor["full"] + (channels - 1) * floor["resumed"]) / base_cpu, 3
+                ),
+            }
+            floors.append(entry)
+        progress.log(
+            f"TLS {tls}: OpenSSL alone, both ends in memory: full handshake "
+            f"{floor['full'] * 1000:.2f} ms, resumed {floor['resumed'] * 1000:.2f} ms CPU; "
+            f"TLS/TCP handshake {base_cpu * 1000:.2f} ms CPU; so {max(args.channels)} channels "
+            f"cost at least {floors[-1]['resume_ratio']:.2f} x (resume), "
+            f"{floors[-1]['parallel_ratio']:.2f} x (parallel) in CPU"
+        )
+        for transport in transports:
+            await association_ready(
+                server_ctx, client_ctx, channels=2, strategy="parallel", transport=transport
+            )
+            for channels in args.channels:
+                for strategy in args.strategies:
+                    baseline: list[float] = []
+                    baseline_cpu: list[float] = []
+                    samples: list[dict[str, Any]] = []
+                    for r in range(rounds):
+                        progress.update(
+                            f"TLS {tls} {transport}: {channels} channels {strategy}, "
+                            f"round {r + 1}/{rounds}"
+                        )
+                        wall, cpu = await tls_tcp_ready(server_ctx, client_ctx)
+                        baseline.append(wall)
+                        baseline_cpu.append(cpu)
+                        samples.append(
+                            await association_ready(
+                                server_ctx,
+                                client_ctx,
+                                channels=channels,
+                                strategy=strategy,
+                                transport=transport,
+                            )
+                        )
+                    seconds = [sample["seconds"] for sample in samples]
+                    ready = statistics.median(seconds)
+                    base = statistics.median(baseline)
+                    ready_cpu = statistics.median(s["cpu_seconds"] for s in samples)
+                    base_cpu = statistics.median(baseline_cpu)
+                    row = {
+                        "tls": tls,
+                        "transport": transport,
+                        "channels": channels,
+                        "strategy": strategy,
+                        "ready_ms": round(ready * 1000, 3),
+                        "tls_tcp_ms": round(base * 1000, 3),
+                        "ratio": round(ready / base, 3),
+                        "per_channel": round(ready / base / channels, 3),
+                        "ready_cpu_ms": round(ready_cpu * 1000, 3),
+                        "tls_tcp_cpu_ms": round(base_cpu * 1000, 3),
+                        "cpu_ratio": round(ready_cpu / base_cpu, 3),
+                        "resumed": samples[0]["resumed"],
+                        "ready_ms_all": [round(s * 1000, 3) for s in seconds],
+                        "tls_tcp_ms_all": [round(s * 1000, 3) for s in baseline],
+                    }
+                    rows.append(row)
+                    if channels == max(args.channels):
+                        # The round whose time is the median, for the timeline plot.
+                        median_round = sorted(samples, key=lambda s: s["seconds"])[rounds // 2]
+                        timelines.append(
+                            {
+                                "tls": tls,
+                                "transport": transport,
+                                "channels": channels,
+                                "strategy": strategy,
+                                "ready_ms": round(median_round["seconds"] * 1000, 3),
+                                "channels_info": median_round["timeline"],
+                            }
+                        )
+                    progress.log(
+                        f"TLS {tls} {transport:>6}: {channels:>3} channels {strategy:<8} "
+                        f"ready in {ready * 1000:8.2f} ms = {ready / base:6.2f} x one TLS/TCP "
+                        f"handshake ({base * 1000:.2f} ms); CPU {ready_cpu / base_cpu:6.2f} x"
                     )
-                    for _ in range(rounds)
-                ]
-                median = statistics.median(times)
-                case = {
-                    "tls": label,
-                    "channels": channels,
-                    "strategy": strategy,
-                    "ready_ms": round(median * 1000, 2),
-                    "tls_tcp_handshake_ms": round(baseline * 1000, 2),
-                    "ratio": round(median / baseline, 2),
-                }
-                results["cases"].append(case)
-                print(
-                    f"  {channels:>3} channels {strategy:<8} ready in {median * 1000:8.2f} ms"
-                    f" = {median / baseline:6.2f} x one TLS/TCP handshake",
-                    flush=True,
+    result: dict[str, Any] = {
+        "where": "vm" if IN_VM else "host",
+        "rounds": rounds,
+        "rows": rows,
+        "timelines": timelines,
+        "openssl_floor": floors,
+        "targets": _targets(rows),
+    }
+    if args.profile:
+        result["profile"] = await _profile(args, transports[0], progress)
+    return result
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    targets = []
+    by_case = {(r["tls"], r["transport"], r["channels"], r["strategy"]): r for r in rows}
+    for tls in sorted({r["tls"] for r in rows}):
+        for transport in sorted({r["transport"] for r in rows}):
+            candidates = [
+                r
+                for r in rows
+                if (r["tls"], r["transport"], r["channels"]) == (tls, transport, TARGET_CHANNELS)
+            ]
+            if not candidates:
+                continue
+            best = min(candidates, key=lambda r: r["ratio"])
+            targets.append(
+                target(
+                    f"TLS {tls} {transport}: {TARGET_CHANNELS} channels ready, in TLS/TCP "
+                    f"handshakes (best strategy: {best['strategy']})",
+                    best["ratio"],
+                    TARGET_RATIO,
+                    at_most=True,
                 )
-    return results
+            )
+        for transport in sorted({r["transport"] for r in rows}):
+            resume = by_case.get((tls, transport, TARGET_CHANNELS, "resume"))
+            parallel = by_case.get((tls, transport, TARGET_CHANNELS, "parallel"))
+            if tls == "1.2" and resume and parallel:
+                targets.append(
+                    target(
+                        f"TLS 1.2 {transport}: {TARGET_CHANNELS}-channel resume time / "
+                        "parallel time",
+                        resume["ready_ms"] / parallel["ready_ms"],
+                        TARGET_RESUME_SHARE,
+                        at_most=True,
+                    )
+                )
+    return targets
+
+
+async def _profile(args: argparse.Namespace, transport: str, progress: Progress) -> str:
+    tls, _, strategy = args.profile_case.partition(":")
+    server_ctx, client_ctx = contexts(TLS_VERSIONS[tls])
+    await association_ready(
+        server_ctx, client_ctx, channels=2, strategy=strategy, transport=transport
+    )
+    profiler = cProfile.Profile(time.process_time)
+    progress.update(f"profiling TLS {tls} {transport} {TARGET_CHANNELS} channels {strategy}")
+    sample = await association_ready(
+        server_ctx,
+        client_ctx,
+        channels=TARGET_CHANNELS,
+        strategy=strategy,
+        transport=transport,
+        profiler=profiler,
+    )
+    profiler.dump_stats(args.profile)
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+    progress.log(
+        f"profile of TLS {tls} {transport} {TARGET_CHANNELS} channels {strategy} "
+        f"({sample['seconds'] * 1000:.1f} ms wall), CPU time:\n{out.getvalue()}"
+    )
+    return out.getvalue()
+
+
+def plot(result: dict[str, Any], directory: Path) -> list[Path]:
+    """Ratios per strategy and channel count; a timeline of the 32-channel set-ups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    where = result.get("where", "host")
+    rows = result["rows"]
+    paths: list[Path] = []
+    tls_versions = sorted({r["tls"] for r in rows})
+    transports = sorted({r["transport"] for r in rows})
+    if not rows:
+        return paths
+    colours = {"parallel": "tab:blue", "resume": "tab:green", "lazy": "tab:orange"}
+
+    fig, axes = plt.subplots(
+        len(transports),
+        len(tls_versions),
+        figsize=(5.5 * len(tls_versions), 3.8 * len(transports)),
+        squeeze=False,
+    )
+    for i, transport in enumerate(transports):
+        for j, tls in enumerate(tls_versions):
+            ax = axes[i][j]
+            cases = [r for r in rows if r["tls"] == tls and r["transport"] == transport]
+            counts = sorted({r["channels"] for r in cases})
+            strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in cases)]
+            width = 0.8 / max(1, len(strategies))
+            for k, strategy in enumerate(strategies):
+                values = [
+                    next(
+                        (
+                            r["ratio"]
+                            for r in cases
+                            if r["channels"] == n and r["strategy"] == strategy
+                        ),
+                        0.0,
+                    )
+                    for n in counts
+                ]
+                offset = (k - (len(strategies) - 1) / 2) * width
+                positions = [x + offset for x in range(len(counts))]
+                bars = ax.bar(positions, values, width, label=strategy, color=colours.get(strategy))
+                ax.bar_label(bars, fmt="%.1f", fontsize=7)
+            ax.axhline(TARGET_RATIO, color="red", linestyle="--", linewidth=1)
+            ax.text(
+                len(counts) - 0.5, TARGET_RATIO, f"target at 32: {TARGET_RATIO:g}x",
+                color="red", fontsize=7, ha="right", va="bottom",
+            )  # fmt: skip
+            ax.set_xticks(range(len(counts)), [f"{n} ch" for n in counts])
+            ax.set_ylabel("ready time / one TLS/TCP handshake")
+            ax.set_title(f"TLS {tls}, {transport} ({where})")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = directory / f"handshakes-ratio-{where}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    timelines = result.get("timelines", [])
+    for transport in transports:
+        cases = [t for t in timelines if t["transport"] == transport]
+        if not cases:
+            continue
+        fig, axes = plt.subplots(
+            1, len(cases), figsize=(3.6 * len(cases), 4.8), squeeze=False, sharey=True
+        )
+        for ax, case in zip(axes[0], cases, strict=True):
+            for stream, start, end, resumed in case["channels_info"]:
+                if start is None or end is None:
+                    continue
+                ax.barh(
+                    stream,
+                    (end - start) * 1000,
+                    left=start * 1000,
+                    height=0.8,
+                    color="tab:green" if resumed else "tab:blue",
+                )
+            ax.invert_yaxis()
+            ax.set_title(f"TLS {case['tls']} {case['strategy']}", fontsize=9)
+            ax.set_xlabel("ms since the association was up")
+        axes[0][0].set_ylabel("stream (blue: full handshake, green: resumed)")
+        channels = cases[0]["channels"]
+        fig.suptitle(f"{channels}-channel set-up, {transport} ({where}): each handshake")
+        fig.tight_layout()
+        path = directory / f"handshakes-timeline-{where}-{transport}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--transport", default="auto")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--channels", default="1,8,32")
-    parser.add_argument("--json", dest="json_path")
-    args = parser.parse_args()
-    transport = trio_sctls._api.resolve_transport(args.transport)
-    sizes = [int(n) for n in args.channels.split(",")]
-    results = trio.run(run, transport, args.rounds, sizes)
-    results["python"] = sys.version.split()[0]
-    results["openssl"] = ssl.OPENSSL_VERSION
-    if args.json_path:
-        with open(args.json_path, "w") as file:
-            json.dump(results, file, indent=2)
+    """Run this benchmark alone."""
+    benchmark_main(NAME, add_arguments, measure, plot, __doc__)
 
 
 if __name__ == "__main__":

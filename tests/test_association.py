@@ -177,6 +177,105 @@ async def test_session_cache_resumes_a_later_association(
     assert resumed == [[False, True], [True, True]]
 
 
+async def test_resume_against_a_server_that_reads_every_channel_at_once(
+    transport: TransportName, tls_version: ssl.TLSVersion
+) -> None:
+    # Regression: the server's TLS 1.3 session tickets on stream 0 were sent by a task
+    # that waited for the ClientHello, which the handler's own read could take first;
+    # the tickets then waited for the handler's first write, and no stream resumed.
+    async def echo_every_channel(association: SecureAssociation) -> None:
+        async def echo(channel: trio.SSLStream[Any]) -> None:
+            while data := await channel.receive_some():
+                await channel.send_all(data)
+
+        async with trio.open_nursery() as nursery:
+            for channel in association.channels:
+                nursery.start_soon(echo, channel)
+
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            partial(
+                serve,
+                echo_every_channel,
+                0,
+                ssl_context=server_context(tls_version),
+                host="127.0.0.1",
+                transport=transport,
+                outbound_streams=8,
+                max_inbound_streams=8,
+            )
+        )
+        for _ in range(3):  # the race it guards against was timing-dependent
+            async with open_association(
+                "127.0.0.1",
+                listener.port,
+                ssl_context=client_context(tls_version),
+                server_hostname=SERVER_NAME,
+                transport=transport,
+                outbound_streams=8,
+                max_inbound_streams=8,
+                handshake="resume",
+                session_cache=None,
+                close_timeout=1.0,
+            ) as client:
+                infos = [client.channel_info(i) for i in range(8)]
+                assert [info.resumed for info in infos] == [False] + [True] * 7, infos
+                for i, channel in enumerate(client.channels):
+                    await channel.send_all(b"echo %d" % i)
+                    assert await channel.receive_some() == b"echo %d" % i
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("strategy", ["parallel", "resume"])
+async def test_channels_know_their_handshake_before_any_io(
+    pair_factory: PairFactory, tls_version: ssl.TLSVersion, strategy: str
+) -> None:
+    # The association drives the handshakes itself; the channels' SSLStreams must still
+    # answer version(), cipher(), getpeercert() at once, as after do_handshake().
+    async with pair_factory(
+        client_ctx=client_context(tls_version),
+        server_ctx=server_context(tls_version),
+        client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
+    ) as pair:
+        client, server = pair.client, pair.server
+        expected = "TLSv1.3" if tls_version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2"
+        for channel in client.channels:
+            assert channel.version() == expected
+            assert channel.cipher() is not None
+            assert channel.getpeercert(binary_form=True) == client.peer_certificate
+        # The server completes its last handshake a moment after the client (TLS 1.3:
+        # on the client's Finished); then its channels know too, untouched by the handler.
+        with trio.fail_after(10):
+            while any(server.channel_info(i).finished_at is None for i in range(4)):
+                await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+            await trio.testing.wait_all_tasks_blocked()
+        for i, channel in enumerate(server.channels):
+            assert channel.version() == expected
+            assert channel.session_reused == bool(client.channel_info(i).resumed)
+
+
+async def test_a_peer_that_shuts_down_mid_handshake_fails_the_set_up() -> None:
+    client_transport, server_transport = memory_pair(client_outbound=2, server_outbound=2)
+    client = SecureAssociation(
+        client_transport,
+        ssl_context=client_context(),
+        server_side=False,
+        server_hostname=SERVER_NAME,
+    )
+
+    async def peer() -> None:
+        await server_transport.receive()  # a ClientHello; no answer
+        await server_transport.aclose()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer)
+            with pytest.raises(HandshakeError) as info:
+                async with run_association(client):
+                    pytest.fail("the association must not open")  # pragma: no cover
+    assert info.value.stream in (0, 1)
+
+
 async def test_resume_keeps_application_data_read_while_waiting_for_a_ticket() -> None:
     # A server that speaks first on stream 0, before the client resumes the others:
     # the ticket harvest must hand that data to the user, not swallow it.

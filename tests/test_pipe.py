@@ -18,6 +18,7 @@ class Owner:
         self.transport = transport
         self.consumed = 0
         self.closed: list[int] = []
+        self.flushes: list[int] = []
 
     def check_usable(self) -> None:
         pass
@@ -27,6 +28,9 @@ class Owner:
 
     def pipe_closed(self, pipe: StreamPipe) -> None:
         self.closed.append(pipe.stream_id)
+
+    def flush_requested(self, pipe: StreamPipe) -> None:
+        self.flushes.append(pipe.stream_id)
 
 
 def record(content_type: int, body: bytes) -> bytes:
@@ -106,3 +110,21 @@ async def test_a_waiting_reader_is_woken_by_close() -> None:
         with pytest.raises(trio.BusyResourceError):
             await pipe.receive_some()
         await pipe.aclose()
+
+
+async def test_queued_bytes_ask_for_a_flush_and_go_out_before_later_sends() -> None:
+    client, server = memory_pair()
+    owner = Owner(client)
+    pipe = StreamPipe(owner, 4)
+    pipe.queue_out(b"")
+    assert owner.flushes == []  # nothing queued, nothing to ask for
+    first, second = record(22, b"flight"), record(23, b"data")
+    pipe.queue_out(first)
+    assert owner.flushes == [4]
+    await pipe.send_all(second)
+    assert await server.receive() == Message(first, 4)
+    assert await server.receive() == Message(second, 4)
+    await pipe.flush()  # nothing left: a checkpoint only
+    with trio.move_on_after(0) as scope:
+        await server.receive()
+    assert scope.cancelled_caught

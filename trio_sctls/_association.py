@@ -42,6 +42,19 @@ finishes every handshake before reading any data would wait forever. The server 
 shakes hands on all channels in the background and never waits for them before calling
 the handler, so it pairs with any client strategy.
 
+Who drives a handshake. Not a task per channel: the association itself (see _tls.py).
+The demux hands each handshake message straight to its channel's TLS object; a single
+flusher task steps OpenSSL once per channel when the demux has taken in what arrived (a
+flight is several messages, and each OpenSSL step costs more than its bytes), and sends
+the flights OpenSSL wrote, pipe by pipe. The client's strategies wait for the channels
+they started; the server's handshakes are watched by one watchdog task (each channel must
+complete within ``handshake_timeout`` of its first byte). Once done, each channel's
+SSLStream is stepped once so that it knows (``version()`` etc. work). A channel the user
+touches before its handshake completed (a server handler reading at once, ``lazy``) is
+driven by Trio's SSLStream from then on, as any SSLStream is. Where it goes, the flights
+and the result are the same; what it saves is Trio's per-flight task switches, sends and
+receives for every channel, which were most of the set-up's CPU beyond OpenSSL's.
+
 Close. ``aclose()`` sends close_notify on every open channel and waits (up to
 ``close_timeout``) for the peer's, as RFC 3436 peers do before shutting SCTP down: late
 close_notify records would otherwise be lost in the shutdown. Then it runs SCTP's
@@ -54,10 +67,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, cast, final
@@ -105,6 +119,13 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 ALERT_TIMEOUT = 1.0
 #: Notifications kept for :meth:`SecureAssociation.receive_event`; older ones are dropped.
 MAX_KEPT_EVENTS = 256
+#: Handshake bytes the association-driven channels may hold unprocessed, together,
+#: before they are stepped at once rather than when the demux runs out of messages (see
+#: _flusher): a peer that keeps the demux busy cannot make them pile up.
+STEP_AT = 256 * 1024
+
+#: Tasks that send the handshake flights the association produces (see _flusher).
+FLUSHERS = 4
 
 #: The process-wide client session cache used when none is given.
 default_session_cache = SessionCache()
@@ -210,6 +231,23 @@ class SecureAssociation:
         self.peer_shut_down = False
         self._plain_queue: deque[Message] = deque()
         self._plain_arrived = trio.lowlevel.ParkingLot()
+        # Pipes with bytes queued outside any send (an ordered set), and server channels
+        # whose handshake the association completed, for the flusher.
+        self._to_flush: dict[StreamPipe, None] = {}
+        self._to_confirm: deque[int] = deque()
+        # Association-driven channels with handshake messages not yet stepped, and how
+        # many messages the demux dispatched (the flusher waits for it to settle).
+        self._to_step: dict[int, None] = {}
+        self._unstepped = 0
+        self._dispatched = 0
+        self._flush_wanted = trio.lowlevel.ParkingLot()
+        # Streams whose association-driven handshake the client waits for.
+        self._awaiting: set[int] = set()
+        self._progress = trio.lowlevel.ParkingLot()
+        # Server: when each stream's first byte arrived (trio clock), for the watchdog.
+        self._first_data: list[float | None] = []
+        self._watch_deadline = math.inf
+        self._watch = trio.lowlevel.ParkingLot()
 
         n = min(transport.inbound_streams, transport.outbound_streams)
         self._pipes = [StreamPipe(self, i, ppid=ppid) for i in range(n)]
@@ -226,6 +264,12 @@ class SecureAssociation:
             assert adapter.created is not None
             self._tls.append(adapter.created)
             self.channels.append(channel)
+        if server_side:
+            # The server's handshakes run as their ClientHellos arrive, driven by the
+            # demux until the handler uses a channel (see _tls.py).
+            self._first_data = [None] * n
+            for tls in self._tls:
+                tls.drive()
 
     # -- public ------------------------------------------------------------------------
 
@@ -373,6 +417,13 @@ class SecureAssociation:
         if self._state is _State.OPEN and self._nursery is not None:
             self._nursery.start_soon(self._reset_stream, pipe.stream_id)
 
+    def flush_requested(self, pipe: StreamPipe) -> None:
+        """Bytes were queued on ``pipe`` (a handshake flight, session tickets): the
+        flusher task sends them."""
+        if not self._to_flush:
+            self._flush_wanted.unpark_all()
+        self._to_flush[pipe] = None
+
     async def _reset_stream(self, stream: int) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.transport.reset_outgoing_stream(stream)
@@ -442,6 +493,7 @@ class SecureAssociation:
         self._drained.unpark_all()
         self._event_arrived.unpark_all()
         self._plain_arrived.unpark_all()
+        self._progress.unpark_all()
 
     def _over_budget(self, pipe: StreamPipe | None) -> bool:
         return self._buffered > self._association_budget or (
@@ -474,6 +526,7 @@ class SecureAssociation:
             for stream in event.streams:
                 if stream < len(self._pipes):
                     self._pipes[stream].finish()
+            self._progress.unpark_all()
         if isinstance(event, ShutdownReceived):
             log.debug("peer started a graceful shutdown")
         self._events.append(event)
@@ -492,8 +545,26 @@ class SecureAssociation:
                 return
             pipe: StreamPipe | None = self._pipes[stream]
             assert pipe is not None
-            if not pipe.feed(message.data):
+            if pipe.closed:
                 return  # closed locally: discarded
+            tls = self._tls[stream]
+            if self._first_data and self._first_data[stream] is None:
+                self._first_data[stream] = trio.current_time()
+                if self._watch_deadline == math.inf:
+                    self._watch.unpark_all()
+            if tls.driven and tls.handshake_finished is None:
+                # A flight comes as several messages (one per record): collect it and
+                # step OpenSSL once, when no more has arrived (see _flusher).
+                tls.feed_handshake(message.data)
+                self._dispatched += 1
+                self._unstepped += len(message.data)
+                if not (self._to_step or self._to_flush or self._to_confirm):
+                    self._flush_wanted.unpark_all()
+                self._to_step[stream] = None
+                if self._unstepped > STEP_AT:
+                    self._step_pending()
+                return
+            pipe.feed(message.data)
         elif self._plain_streams:
             pipe = None
             self._plain_queue.append(message)
@@ -521,18 +592,132 @@ class SecureAssociation:
             # "pause": stop reading the transport; SCTP's window pushes back on the peer.
             await self._drained.park()
 
-    async def _handshake_channel(self, stream: int) -> None:
+    def _step_handshake(self, stream: int, data: bytes | None) -> None:
+        """Step one association-driven handshake (see _tls.py); never raises."""
         try:
-            await self.channels[stream].do_handshake()
-            await self._pipes[stream].flush()
-        except trio.BrokenResourceError as exc:
-            self._raise_setup_error(stream, exc)
-        except trio.ClosedResourceError:
-            # The transport was closed under us because the association failed (on
-            # another stream): report that failure, not the closed transport.
+            done = self._tls[stream].step_handshake(data)
+        except ssl.SSLError as exc:
+            # Reported by the TLS object already (a failure, or a peer identity that
+            # differs), unless OpenSSL called it something ordinary.
             if self._error is None:
-                raise
+                error = HandshakeError(f"handshake failed: {exc}", stream=stream)
+                error.__cause__ = exc
+                self._fail(error)
+            return
+        if not done:
+            return
+        if stream in self._awaiting:
+            self._awaiting.discard(stream)
+            if not self._awaiting:
+                self._progress.unpark_all()
+        elif self.server_side:
+            self._to_confirm.append(stream)
+            self._flush_wanted.unpark_all()
+
+    def _step_pending(self) -> None:
+        """Step every association-driven handshake that was fed messages."""
+        while self._to_step:
+            stream = next(iter(self._to_step))
+            del self._to_step[stream]
+            tls = self._tls[stream]
+            if tls.driven and tls.handshake_finished is None:
+                self._step_handshake(stream, None)
+        self._unstepped = 0
+
+    async def _confirm_handshake(self, stream: int) -> None:
+        """Let the channel's SSLStream see the handshake the association completed (a
+        step that finds it done), so that e.g. ``channel.version()`` works at once."""
+        await self.channels[stream].do_handshake()
+
+    async def _drive_handshakes(self, streams: Sequence[int]) -> None:
+        """Client: run the handshakes of ``streams`` (all at once), driven by the
+        association, and wait for all; any failure is the association's."""
+        for stream in streams:
+            self._awaiting.add(stream)
+            self._tls[stream].drive()
+        for stream in streams:
+            self._step_handshake(stream, None)  # the ClientHello
+            if self._error is not None:
+                break
+        while True:
             self.check_usable()
+            if not self._awaiting:
+                break
+            for stream in self._awaiting:
+                if self._pipes[stream].peer_finished:
+                    # The peer reset the stream or shut the association down mid-way.
+                    error = HandshakeError(
+                        "the peer ended the stream during the handshake", stream=stream
+                    )
+                    self._fail(error)
+                    raise error
+            await self._progress.park()
+        for stream in streams:
+            try:
+                # Our last flight (our Finished, in TLS 1.3 and in resumptions) must be
+                # on its way before the channel counts as ready, as after do_handshake().
+                await self._pipes[stream].flush()
+                await self._confirm_handshake(stream)
+            except trio.BrokenResourceError as exc:
+                self._raise_setup_error(stream, exc)
+            except trio.ClosedResourceError:
+                # Closed under us because the association failed: report that failure.
+                if self._error is None:
+                    raise
+                self.check_usable()
+
+    async def _flusher(self, stepper: bool) -> None:
+        """Step the association-driven handshakes that received messages (``stepper``
+        only); send what was queued on pipes outside any send (handshake flights,
+        session tickets), each pipe's bytes in order and ahead of its later sends; let the
+        channels' SSLStreams see the handshakes completed this way (server side).
+
+        A few of these run at once, sharing the queues: each send is a checkpoint, and
+        the messages several flushers send in one scheduling round leave together (in one
+        SCTP packet, over UDP), where a lone flusher would send them one by one."""
+        while True:
+            while not ((stepper and self._to_step) or self._to_flush or self._to_confirm):
+                await self._flush_wanted.park()
+            if stepper and self._to_step:
+                # Let the demux take in what has arrived already, then step each
+                # channel once for all of it: OpenSSL costs more per step than per byte.
+                seen = -1
+                while seen != self._dispatched:
+                    seen = self._dispatched
+                    await trio.lowlevel.checkpoint()
+                self._step_pending()
+                continue
+            # A closed pipe, a stream the peer reset, or the association gone: the
+            # failure, if any, is recorded already and reaches the channel's users.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                if self._to_flush:
+                    pipe = next(iter(self._to_flush))
+                    del self._to_flush[pipe]
+                    await pipe.flush()
+                else:
+                    await self._confirm_handshake(self._to_confirm.popleft())
+
+    async def _watchdog(self) -> None:
+        """Server: abort the association if a channel's handshake is not complete
+        ``handshake_timeout`` after its first byte (a client that stalls)."""
+        timeout = self._handshake_timeout
+        while True:
+            now = trio.current_time()
+            deadline = math.inf
+            for stream, first in enumerate(self._first_data):
+                if first is None or self._tls[stream].handshake_finished is not None:
+                    continue
+                if first + timeout <= now:
+                    self._fail(
+                        HandshakeError(
+                            f"handshake did not complete within {timeout} s", stream=stream
+                        )
+                    )
+                    return
+                deadline = min(deadline, first + timeout)
+            self._watch_deadline = deadline
+            with trio.move_on_at(deadline):
+                await self._watch.park()
 
     def _raise_setup_error(self, stream: int, exc: BaseException) -> None:
         if isinstance(exc, AssociationError):
@@ -552,29 +737,6 @@ class SecureAssociation:
         self._fail(error)
         raise error from exc
 
-    async def _server_handshakes(self) -> None:
-        # In the background: a lazy client may leave some channels unused for long, so
-        # the clock of each channel starts with its first ClientHello byte; a client
-        # that starts a handshake and stalls is cut off after handshake_timeout.
-        async def one(stream: int) -> None:
-            # Failures are recorded (or we are closing); readers and writers see them.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._pipes[stream].wait_for_data()
-                with trio.move_on_after(self._handshake_timeout) as scope:
-                    await self._handshake_channel(stream)
-                if scope.cancelled_caught:
-                    self._fail(
-                        HandshakeError(
-                            f"handshake did not complete within {self._handshake_timeout} s",
-                            stream=stream,
-                        )
-                    )
-
-        assert self._nursery is not None
-        for stream in range(len(self.channels)):
-            self._nursery.start_soon(one, stream)
-        await trio.lowlevel.checkpoint()
-
     async def _client_handshakes(self) -> None:
         cache, key = self._session_cache, self._session_key
         cached = cache.get(self._ssl_context, key) if cache is not None else None
@@ -588,63 +750,50 @@ class SecureAssociation:
             if cached is not None:
                 for channel in self.channels:
                     channel.session = cached
-            await self._handshake_all(range(len(self.channels)))
+            await self._drive_handshakes(range(len(self.channels)))
             self._remember_session(0)
             return
         # "resume": full (or cached) handshake on stream 0, then the rest resume it.
         if cached is not None:
             self.channels[0].session = cached
-        await self._handshake_channel(0)
+        await self._drive_handshakes([0])
         session = await self._resumable_session()
         for stream in range(1, len(self.channels)):
             if session is not None:
                 self.channels[stream].session = session
             else:
                 self._notes[stream] = "full handshake: no resumable session from stream 0"
-        await self._handshake_all(range(1, len(self.channels)))
+        await self._drive_handshakes(range(1, len(self.channels)))
 
-    async def _handshake_all(self, streams: range) -> None:
-        """Handshake on ``streams`` concurrently; one failure is the association's."""
-        try:
-            async with trio.open_nursery() as nursery:
-                for stream in streams:
-                    nursery.start_soon(self._handshake_channel, stream)
-        except BaseExceptionGroup as group:
-            failures, others = group.split(AssociationError)
-            if others is not None or failures is None:
-                raise
-            if self._error is not None:
-                self.check_usable()
-            first = failures.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
-
-    def _remember_session(self, stream: int) -> None:
+    def _remember_session(self, stream: int, session: ssl.SSLSession | None = None) -> None:
         if self._session_cache is None or not self.channels:
             return
-        channel = self.channels[stream]
-        session = channel.session
-        if is_resumable(session, channel.version()):
+        tls = self._tls[stream]
+        if session is None:
+            # Each read of .session copies it (serialises and parses it, certificate
+            # included): read it once.
+            session = tls.session
+        if is_resumable(session, tls.version()):
             assert session is not None
             self._session_cache.put(self._ssl_context, self._session_key, session)
 
     async def _resumable_session(self) -> ssl.SSLSession | None:
-        channel = self.channels[0]
         if len(self.channels) == 1:
             return None  # nothing to resume here; don't wait for a ticket
-        if channel.version() == "TLSv1.3" and not is_resumable(channel.session, "TLSv1.3"):
-            await self._harvest_ticket()
-        if not is_resumable(channel.session, channel.version()):
+        tls = self._tls[0]
+        version = tls.version()
+        session: ssl.SSLSession | None = tls.session
+        if version == "TLSv1.3" and not is_resumable(session, version):
+            session = await self._harvest_ticket()
+        if not is_resumable(session, version):
             return None
-        self._remember_session(0)
-        session: ssl.SSLSession | None = channel.session
+        self._remember_session(0, session)
         return session
 
-    async def _harvest_ticket(self) -> None:
+    async def _harvest_ticket(self) -> ssl.SSLSession | None:
         """Read stream 0 until OpenSSL has processed a TLS 1.3 session ticket, keeping
         any application data for the user (see _tls.py), for at most the ticket
-        timeout: some peers never send a ticket."""
+        timeout: some peers never send a ticket. Returns stream 0's session then."""
         channel, tls, pipe = self.channels[0], self._tls[0], self._pipes[0]
         timeout = self._ticket_timeout
         if timeout is None:
@@ -653,10 +802,15 @@ class SecureAssociation:
             # handshake itself took several of: scale with it, within sane bounds.
             timeout = min(max(3 * elapsed, 0.05), 5.0)
 
+        session: ssl.SSLSession | None = None
         with trio.move_on_after(timeout) as scope:
 
             def stop_once_ticket_processed() -> None:
-                if is_resumable(channel.session, "TLSv1.3"):
+                # (Reading .session copies it: not again once we have a ticket.)
+                nonlocal session
+                if not is_resumable(session, "TLSv1.3"):
+                    session = channel.session
+                if is_resumable(session, "TLSv1.3"):
                     scope.cancel()
 
             pipe.on_receive_wait = stop_once_ticket_processed
@@ -671,8 +825,11 @@ class SecureAssociation:
                 self._raise_setup_error(0, exc)
             finally:
                 pipe.on_receive_wait = None
-        if not is_resumable(channel.session, "TLSv1.3"):
+        if not is_resumable(session, "TLSv1.3"):
+            session = channel.session
+        if not is_resumable(session, "TLSv1.3"):
             log.debug("no TLS 1.3 session ticket on stream 0 within %.3f s", timeout)
+        return session
 
     async def _close_channel(self, stream: int) -> None:
         channel, pipe, tls = self.channels[stream], self._pipes[stream], self._tls[stream]
@@ -695,10 +852,13 @@ class SecureAssociation:
 
     async def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        for i in range(FLUSHERS):
+            nursery.start_soon(self._flusher, i == 0)
         nursery.start_soon(self._demux)
         try:
             if self.server_side:
-                await self._server_handshakes()
+                nursery.start_soon(self._watchdog)
+                await trio.lowlevel.checkpoint()
             else:
                 await self._client_handshakes()
         except AssociationError:

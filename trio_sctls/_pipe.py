@@ -48,6 +48,10 @@ class PipeOwner(Protocol):
     def pipe_closed(self, pipe: StreamPipe) -> None:
         """A pipe was closed locally."""
 
+    def flush_requested(self, pipe: StreamPipe) -> None:
+        """Bytes were queued on ``pipe`` outside any send: have them sent soon
+        (:meth:`StreamPipe.flush`)."""
+
 
 @final
 class StreamPipe(trio.abc.Stream):
@@ -77,7 +81,8 @@ class StreamPipe(trio.abc.Stream):
         #: Called each time a reader wants more bytes; the association's ticket
         #: harvest uses it to stop reading the moment a session ticket was processed.
         self.on_receive_wait: Callable[[], None] | None = None
-        #: Bytes to send before anything else (TLS 1.3 session tickets, see _tls.py).
+        #: Bytes to send before anything else: handshake flights the association
+        #: produced, TLS 1.3 session tickets (see _tls.py). :meth:`queue_out` adds.
         self.pending_out = b""
 
     # -- fed by the demux task -------------------------------------------------------
@@ -105,14 +110,6 @@ class StreamPipe(trio.abc.Stream):
         self._arrived.unpark_all()
 
     # -- receive side ------------------------------------------------------------------
-
-    async def wait_for_data(self) -> None:
-        """Wait until something arrived (or the stream ended, was closed, or the
-        association broke) without taking it."""
-        while not (self._chunks or self.peer_finished or self.closed):
-            self._owner.check_usable()
-            await self._arrived.park()
-        await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Return what is buffered (at most ``max_bytes``), waiting if nothing is.
@@ -176,19 +173,40 @@ class StreamPipe(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send TLS bytes, one SCTP user message per TLS record."""
-        async with self._send_lock:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock = self._send_lock
+        try:
+            # Uncontended (nearly always): take the lock without a scheduling round; the
+            # sends below are the checkpoint.
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             self._check_sendable()
             buffer = self.pending_out + self._partial + bytes(data)
             self.pending_out = self._partial = b""
             view = memoryview(buffer)
             send = self._owner.transport.send_message
+            sent = False
             while len(view) >= TLS_HEADER_SIZE:
                 end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
                 if end > len(view):
                     break
                 await send(view[:end], stream=self.stream_id, ppid=self.ppid)
+                sent = True
                 view = view[end:]
             self._partial = bytes(view)
+            if not sent:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            lock.release()
+
+    def queue_out(self, data: bytes) -> None:
+        """Queue TLS bytes to send ahead of any later :meth:`send_all`, and ask the
+        owner to have them sent. Never blocks."""
+        if data:
+            self.pending_out += data
+            self._owner.flush_requested(self)
 
     async def flush(self) -> None:
         """Send :attr:`pending_out` now, if any."""

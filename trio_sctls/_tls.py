@@ -13,6 +13,21 @@ pass it a :class:`ContextAdapter` whose ``wrap_bio`` wraps the real object in a
 ``write`` and ``unwrap``. No private attribute of Trio or of :mod:`ssl` is touched; the
 only contract relied upon is ``wrap_bio``'s, and everything else is forwarded.
 
+Driving handshakes without Trio's machinery. ``wrap_bio`` also hands us the two memory
+BIOs of the channel, so the association can run a handshake itself while nobody else
+uses the channel: its demux task writes each arriving handshake message into the
+incoming BIO (:meth:`TLSObject.feed_handshake`), one task steps OpenSSL once the flight is
+in (:meth:`TLSObject.step_handshake`) and what OpenSSL writes goes to the pipe's queue,
+which that task sends, for all channels. That costs one call per flight instead of a
+task, a receive and a send round through :class:`trio.SSLStream` per flight per channel,
+which is most of the CPU of setting up many channels beyond OpenSSL's. The handshake
+itself is the same OpenSSL handshake, and its completion goes through the same hook
+(pinning included). Ownership passes to Trio for good the first time Trio steps the
+handshake itself (a user's first read or write): the TLS object forgets it was driven,
+and from then on messages go to the pipe and Trio's own loop runs, reading whatever the
+association had already written into the incoming BIO first. Once the association
+completed a handshake, Trio's first step finds it done and returns.
+
 TLS 1.3 session tickets, the hazard:
 
 * Server side: Trio deliberately holds back the tickets OpenSSL writes at the end of a
@@ -20,8 +35,8 @@ TLS 1.3 session tickets, the hazard:
   client that never reads could deadlock on them). Under RFC 3436 the client's demux
   always reads, so the hazard does not exist, and a client that wants to resume other
   streams from stream 0's session needs them now. So on a TLS 1.3 server handshake's
-  completion we take the tickets out of the outgoing BIO ourselves and hand them to the
-  pipe, which sends them first thing. They are the bytes OpenSSL produced anyway.
+  completion we take the tickets out of the outgoing BIO ourselves and queue them on the
+  pipe, whose association sends them at once. They are the bytes OpenSSL produced anyway.
 * Client side: OpenSSL processes tickets only inside ``SSL_read``, which returns
   application data if any follows. The association reads stream 0 until a ticket was
   processed (see ``SecureAssociation._harvest_ticket``); any application data that read
@@ -77,6 +92,7 @@ class TLSObject:
     def __init__(
         self,
         obj: ssl.SSLObject,
+        incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
         *,
         pipe: StreamPipe,
@@ -84,14 +100,17 @@ class TLSObject:
     ) -> None:
         # object.__setattr__ because __setattr__ forwards to the real object.
         object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_incoming", incoming)
         object.__setattr__(self, "_outgoing", outgoing)
         object.__setattr__(self, "pipe", pipe)
         object.__setattr__(self, "_observer", observer)
         object.__setattr__(self, "_pushback", bytearray())
         object.__setattr__(self, "handshake_started", None)
         object.__setattr__(self, "handshake_finished", None)
+        object.__setattr__(self, "driven", False)
 
     _obj: ssl.SSLObject
+    _incoming: ssl.MemoryBIO
     _outgoing: ssl.MemoryBIO
     pipe: StreamPipe
     _observer: TLSObserver
@@ -99,6 +118,9 @@ class TLSObject:
     #: time.perf_counter() at the first handshake step, and at its completion.
     handshake_started: float | None
     handshake_finished: float | None
+    #: Whether the association drives this handshake itself (:meth:`step_handshake`);
+    #: cleared for good the moment Trio steps it (see the module docstring).
+    driven: bool
 
     @property
     def stream_id(self) -> int:
@@ -118,8 +140,20 @@ class TLSObject:
         if not isinstance(exc, _NOT_FAILURES):
             self._observer.tls_failed(self, exc, self._outgoing.read())
 
+    def drive(self) -> None:
+        """Let the association drive this handshake (:meth:`step_handshake`) until Trio
+        steps it itself."""
+        object.__setattr__(self, "driven", True)
+
     def do_handshake(self) -> None:
-        """Step the handshake; on completion pin the peer and release TLS 1.3 tickets."""
+        """Trio steps the handshake: from now on Trio drives it (the association stops
+        doing so). On completion pin the peer and release TLS 1.3 tickets."""
+        if self.driven:
+            object.__setattr__(self, "driven", False)
+        if self.handshake_finished is not None:
+            # Completed by the association: nothing left to do but tell Trio so.
+            self._obj.do_handshake()
+            return
         if self.handshake_started is None:
             object.__setattr__(self, "handshake_started", time.perf_counter())
         try:
@@ -127,12 +161,46 @@ class TLSObject:
         except ssl.SSLError as exc:
             self._failed(exc)
             raise
-        object.__setattr__(self, "handshake_finished", time.perf_counter())
-        self._observer.handshake_completed(self)
+        self._completed()
         if self._obj.server_side and self._obj.version() == "TLSv1.3":
             # Everything the server wrote before this step was sent already, so what
             # the BIO holds now are the NewSessionTicket records: send them first.
-            self.pipe.pending_out += self._outgoing.read()
+            self.pipe.queue_out(self._outgoing.read())
+
+    def feed_handshake(self, data: bytes) -> None:
+        """Give OpenSSL one message from the peer for the next :meth:`step_handshake`."""
+        self._incoming.write(data)
+
+    def step_handshake(self, data: bytes | None = None) -> bool:
+        """The association drives the handshake: feed ``data`` (one message from the
+        peer) to OpenSSL, step it, and queue whatever it wrote on the pipe.
+
+        Returns:
+            whether the handshake is complete.
+
+        Raises:
+            ssl.SSLError: the handshake failed (already reported to the observer).
+        """
+        if data:
+            self._incoming.write(data)
+        if self.handshake_started is None:
+            object.__setattr__(self, "handshake_started", time.perf_counter())
+        try:
+            self._obj.do_handshake()
+        except ssl.SSLWantReadError:
+            self.pipe.queue_out(self._outgoing.read())
+            return False
+        except ssl.SSLError as exc:
+            self._failed(exc)
+            raise
+        self._completed()
+        # The last flight, and for a TLS 1.3 server its session tickets.
+        self.pipe.queue_out(self._outgoing.read())
+        return True
+
+    def _completed(self) -> None:
+        object.__setattr__(self, "handshake_finished", time.perf_counter())
+        self._observer.handshake_completed(self)
 
     def read(self, size: int = 1024, buffer: Any = None) -> Any:
         """Like :meth:`ssl.SSLObject.read`, pushed-back data first."""
@@ -212,7 +280,7 @@ class ContextAdapter:
             server_hostname=server_hostname,
             session=session,
         )
-        self.created = TLSObject(obj, outgoing, pipe=self._pipe, observer=self._observer)
+        self.created = TLSObject(obj, incoming, outgoing, pipe=self._pipe, observer=self._observer)
         return self.created
 
     def __getattr__(self, name: str) -> Any:
