@@ -63,9 +63,30 @@ association with :class:`~trio_sctls.RemoteProtocolError`, so a peer cannot make
 buffer without bound. Reassembly state lives on the transport, so a receive cancelled
 between pieces loses nothing. Fragmentation is never disabled (RFC 3436 section 3.2).
 Linux refuses (``EMSGSIZE``, raised as :class:`ValueError`) to send a message larger than
-the socket's send buffer: 212,992 bytes with default sysctls (``net.core.wmem_max``
-caps ``SO_SNDBUF``), far above the largest TLS record. A sender whose peer does not read
-waits: SCTP's receive window pushes back, as a full TCP window does.
+the socket's send buffer (425,984 bytes with default sysctls, see below), far above the
+largest TLS record. A sender whose peer does not read waits: SCTP's receive window
+pushes back, as a full TCP window does.
+
+**Buffers.** Linux gives SCTP sockets fixed buffers (``net.core.wmem_default`` /
+``rmem_default``, 212,992 bytes) where TCP's grow with the connection (up to 4 and 6
+MiB). Every socket asks for 1 MiB send and receive buffers before connecting or
+listening, which Linux caps at twice ``net.core.wmem_max`` / ``rmem_max``: 425,984
+bytes by default (raise those sysctls to let it have more). The reason is measured, in
+the VM (benchmarks/throughput.py, 16 channels writing 16 KiB records over one
+association, loopback): with the default receive buffer the receiver now and then
+discarded DATA chunks for want of buffer space (``SctpInDataChunkDiscards`` in
+/proc/net/sctp/snmp; presumably the window counts payload bytes while the buffer limit
+counts the kernel's larger per-packet allocations), and each discard that fast
+retransmit did not repair cost a T3 retransmission timeout, at least ``rto_min`` (1 s),
+in a transfer of 1 to 3 s. In one interleaved run of 6 transfers per variant: default
+buffers, one discard and one timeout; 425,984 bytes, one discard, repaired by fast
+retransmit; buffers forced to 1 or 4 MiB, none. In a full benchmark run with 425,984
+bytes: 4 discards in 5 transfers, all repaired by fast retransmit. Throughput without a
+stall was the same for all sizes (CPU-bound either way).
+
+**Sending cost.** The ``SCTP_SNDINFO`` control message of each (stream, ppid, unordered)
+is packed and validated once and then reused: per message, a send is a dictionary
+look-up and one ``sendmsg``.
 
 **Notifications** (subscribed with ``SCTP_EVENT`` on the socket before connecting, or on
 the listener before ``listen``, which accepted sockets inherit): association change,
@@ -204,6 +225,9 @@ from ._linux import (
     _sctp_socket,
 )
 
+#: Most distinct (stream, ppid, unordered) control messages kept per transport.
+_ANCILLARY_CACHE_SIZE = 1024
+
 __all__ = [
     "GRACEFUL_CLOSE_TIMEOUT",
     "KernelListener",
@@ -211,6 +235,23 @@ __all__ = [
     "connect_kernel",
     "listen_kernel",
 ]
+
+#: Socket buffer size asked for (SO_SNDBUF and SO_RCVBUF); Linux caps it at twice
+#: net.core.wmem_max / rmem_max (425,984 bytes with default sysctls). See "Buffers" in
+#: the module docstring.
+SOCKET_BUFFER_SIZE = 1024 * 1024
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    """Ask for :data:`SOCKET_BUFFER_SIZE` send and receive buffers, before connect or
+    listen (the association's receive window is sized from the receive buffer then, and
+    accepted sockets inherit both). Only ever grows them: a system whose defaults are
+    larger keeps them."""
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        # getsockopt reports the doubled value the kernel keeps; setsockopt doubles.
+        if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER_SIZE:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
+
 
 # --- The transport -----------------------------------------------------------------------
 
@@ -262,6 +303,10 @@ class KernelTransport(MessageTransport):
         self._shutdown_received = False
         # Send state: senders that found the buffer full queue here.
         self._send_lock = trio.StrictFIFOLock()
+        # The SCTP_SNDINFO control message of each (stream, ppid, unordered) sent on, once
+        # validated: sends are on every TLS record's path, and these rarely vary. Cleared
+        # when the stream counts change (RESTART).
+        self._ancillary: dict[tuple[int, int, bool], list[tuple[int, int, bytes]]] = {}
         # Closing: _closed once aclose()/abort() started; _released once the fd is gone.
         self._closed = False
         self._released = False
@@ -394,16 +439,22 @@ class KernelTransport(MessageTransport):
 
         Raises:
             ValueError: bad stream id, empty message or out-of-range ppid, or a message
-                larger than the kernel's send buffer (212,992 bytes by default).
+                larger than the kernel's send buffer (425,984 bytes by default).
             trio.ClosedResourceError: we closed or aborted this transport.
             trio.BrokenResourceError: the association is gone (an
                 :class:`~trio_sctls.AssociationError` subclass says why).
         """
-        check_send_args(self, data, stream, ppid)
-        flags = _SCTP_UNORDERED if unordered else 0
-        ancillary = [
-            (IPPROTO_SCTP, _SCTP_SNDINFO, _SNDINFO.pack(stream, flags, socket.htonl(ppid), 0, 0))
-        ]
+        key = (stream, ppid, unordered)
+        ancillary = self._ancillary.get(key)
+        if ancillary is None:
+            check_send_args(self, data, stream, ppid)
+            flags = _SCTP_UNORDERED if unordered else 0
+            sndinfo = _SNDINFO.pack(stream, flags, socket.htonl(ppid), 0, 0)
+            ancillary = [(IPPROTO_SCTP, _SCTP_SNDINFO, sndinfo)]
+            if len(self._ancillary) < _ANCILLARY_CACHE_SIZE:
+                self._ancillary[key] = ancillary
+        elif not len(data):
+            check_send_args(self, data, stream, ppid)  # raises: empty message
         buffers = [data]
         self._check_sendable()
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -626,6 +677,7 @@ class KernelTransport(MessageTransport):
             return None  # connect/accept already read the counts
         if state == AssociationState.RESTART.value:
             self._outbound, self._inbound = outbound, inbound
+            self._ancillary.clear()
             return AssociationChange(AssociationState.RESTART, outbound, inbound, error)
         if state == AssociationState.SHUTDOWN_COMPLETE.value:
             self._ending = self._ending or _Ending.END_OF_FILE
@@ -876,6 +928,7 @@ async def _open_connected(
         if family == socket.AF_INET6 and socket.AF_INET in families:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         _configure(sock, outbound_streams, max_inbound_streams)
+        _enlarge_buffers(sock)
         if local:
             packed_local = b"".join(
                 _pack_sockaddr(fam, address, local_port, scope) for fam, address, scope in local
@@ -1046,6 +1099,7 @@ async def listen_kernel(
             raise
     try:
         _configure(sock, outbound_streams, max_inbound_streams)
+        _enlarge_buffers(sock)
         sock.listen(backlog)
     except BaseException:
         sock.close()
