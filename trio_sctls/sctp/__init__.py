@@ -65,7 +65,10 @@ How it is built, and the hazards
   fit together, a message above ``max_message_size``) gets an ABORT carrying the reason
   and the association ends with :class:`AssociationAborted`.
 * Memory is bounded by configuration: reassembly and reordering by the receive window
-  (a peer that ignores our window has its data dropped), the number of out-of-order TSNs
+  (a peer that ignores our window has its data dropped; each fragment or message counts
+  at least 256 bytes, its bookkeeping, so tiny ones cannot hide their real cost), a
+  peer's deferred stream resets by a small count, what we echo or report (unknown
+  chunks and parameters) by the size of what asked, the number of out-of-order TSNs
   by the 16-bit reach of a Gap Ack Block, a message by ``max_message_size``.
 * Sequence numbers are unwrapped into ever-growing Python ints where they enter, so
   the rest of the code compares them with ``<`` and 32-bit wrap-around is tested once.

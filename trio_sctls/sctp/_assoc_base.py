@@ -84,6 +84,7 @@ class AssociationBase:
         # Per-packet facts gathered while its chunks are processed.
         self._packet_has_data = False
         self._immediate = False
+        self._reported_unknown = False  # an Unrecognized Chunk Type report is queued
         self._cookie_ack = False  # a COOKIE ACK leads the next packet (Section 5.1, E)
         # Called at the start of every public call that feeds the association, so an
         # Endpoint learns which of its many associations may have something to send or

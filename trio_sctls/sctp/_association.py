@@ -59,6 +59,10 @@ from ._params import ReconfigResponse
 from ._state import ALIVE, RECEIVING, SENDING, TRANSMITTING, State
 
 _M32 = 0xFFFFFFFF
+#: Common header, ERROR chunk header and cause header around a reported unknown chunk.
+_REPORT_OVERHEAD = 12 + 4 + 4
+#: RFC 6525, Section 3.1: the parameters of one RE-CONFIG chunk we act upon.
+MAX_RECONFIG_PARAMS = 2
 _HB_INFO = struct.Struct("!d8s")
 
 
@@ -225,6 +229,7 @@ class Association(HandshakeMixin):
         had_gaps = recv is not None and recv.has_gaps
         self._packet_has_data = False
         self._immediate = False
+        self._reported_unknown = False
         try:
             for chunk in chunks:
                 handler = _DISPATCH.get(type(chunk))
@@ -247,8 +252,15 @@ class Association(HandshakeMixin):
         if not self._tag_ok(packet):
             return False
         keep_going, report = unknown_chunk_action(chunk.chunk_type)
-        if report and self._state in ALIVE:
-            self._control.append(bytes(ErrorChunk((UnrecognizedChunkType(bytes(chunk)),))))
+        if report and self._state in ALIVE and not self._reported_unknown:
+            # One report per packet, and only if it fits one of our packets: a packet
+            # of many small unknown chunks must not make us send more than it carried
+            # (each report is 8 bytes bigger than its chunk), nor a chunk too large to
+            # wrap.
+            raw = bytes(chunk)
+            if _REPORT_OVERHEAD + len(raw) <= self.config.max_packet_size:
+                self._reported_unknown = True
+                self._control.append(bytes(ErrorChunk((UnrecognizedChunkType(raw),))))
         return keep_going
 
     # -- handshake (Sections 5.1, 5.2) ------------------------------------------------------
@@ -434,7 +446,10 @@ class Association(HandshakeMixin):
         if reconf is None or recv is None or send is None or self._state not in ALIVE:
             return True
         answers: list[ReconfigResponse] = []
-        for param in chunk.params:
+        # RFC 6525, Section 3.1: a RE-CONFIG chunk carries one or two parameters. More
+        # are ignored: thousands of 8-byte requests would otherwise make an answer
+        # bigger than a chunk can be (and than the packet that asked).
+        for param in chunk.params[:MAX_RECONFIG_PARAMS]:
             answer = reconf.on_request(param, recv)
             if answer is not None:
                 answers.append(answer)

@@ -58,6 +58,11 @@ _FLAG_PEER_RECONFIG = 0x01
 #: The longest extra cookie life we grant a Cookie Preservative (Section 5.2.6 lets the
 #: server ignore or cap the request).
 MAX_PRESERVATIVE = 60.0
+#: The most bytes of unknown parameters we reflect (in an INIT ACK's Unrecognized
+#: Parameter parameters, or the ERROR after our COOKIE ECHO). Section 3.2.1 asks to report
+#: them all, but a peer could then make our answer bigger than its INIT (an amplifier)
+#: and even beyond the 64 KB a chunk can hold; the rest is skipped without a word.
+MAX_UNRECOGNIZED_REPORT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +143,15 @@ class PeerParams:
 def read_peer_params(params: tuple[Param, ...]) -> PeerParams:
     """Apply RFC 9260, Section 3.2.1 to the parameters of an INIT or INIT ACK."""
     out = PeerParams()
+    reported = 0
     for p in params:
         if isinstance(p, UnknownParam):
             keep_going, report = unknown_param_action(p.code)
             if report:
-                out.unrecognized.append(bytes(p))
+                raw = bytes(p)
+                reported += 4 + len(raw)  # wrapped in an Unrecognized Parameter each
+                if reported <= MAX_UNRECOGNIZED_REPORT:
+                    out.unrecognized.append(raw)
             if not keep_going:
                 break
         elif isinstance(p, SupportedExtensions):

@@ -15,7 +15,10 @@ Three stages, each bounded:
    SSNs *of its own stream*; nothing on one stream ever waits for another.
 
 The advertised window is ``receive_buffer`` minus what is buffered in stages 2 and 3
-minus what was delivered but not yet consumed by the application.
+minus what was delivered but not yet consumed by the application. Each fragment or
+message is charged at least ``MIN_CHARGE`` bytes: what it costs us in Python objects,
+so a peer sending one-byte messages (or one-byte fragments that never join) fills the
+window long before it fills our memory (it used to hold 80 MB in a 1 MB window).
 """
 
 from __future__ import annotations
@@ -35,6 +38,18 @@ MAX_TSN_AHEAD = 0xFFFF
 #: Duplicate TSNs reported per SACK, and Gap Ack Blocks per SACK (keeps a SACK small).
 MAX_DUPS = 16
 MAX_GAP_BLOCKS = 64
+#: Stream resets of the peer waiting for missing data (RFC 6525, Section 5.2.2). A peer
+#: has one request outstanding at a time (Section 5.1.1), so one would do; a few more
+#: forgive a peer's sloppiness, and bound what a hostile one makes us keep.
+MAX_DEFERRED_RESETS = 4
+#: The least a buffered fragment or message counts against the window: roughly its
+#: bookkeeping (a run or message object, a bytes object, dict and deque slots).
+MIN_CHARGE = 256
+
+
+def charge(n: int) -> int:
+    """What ``n`` bytes of user data held as one fragment or message cost the window."""
+    return n if n > MIN_CHARGE else MIN_CHARGE
 
 
 class DataResult:
@@ -49,7 +64,19 @@ class DataResult:
 class _Run:
     """Consecutive fragments of one message (not yet complete)."""
 
-    __slots__ = ("begin", "end", "first", "last", "parts", "ppid", "size", "ssn", "stream", "u")
+    __slots__ = (
+        "begin",
+        "charge",
+        "end",
+        "first",
+        "last",
+        "parts",
+        "ppid",
+        "size",
+        "ssn",
+        "stream",
+        "u",
+    )
 
     def __init__(self, tsn: int, c: DataChunk) -> None:
         self.first = tsn
@@ -62,6 +89,7 @@ class _Run:
         self.end = c.end
         self.parts: deque[bytes] = deque((c.user_data,))
         self.size = len(c.user_data)
+        self.charge = charge(self.size)  # what it counts against the window
 
     def same_message(self, other: _Run) -> bool:
         return (
@@ -108,6 +136,10 @@ class ReceiveSide:
         self._events = events
         self.buffered = 0  # bytes in runs and in ordering queues
         self.unconsumed = 0  # bytes delivered, not yet consumed by the application
+        # Sizes of the delivered messages not yet consumed, oldest first, and how much
+        # of the oldest was consumed: ``consumed()`` refunds each message's charge.
+        self._delivered: deque[int] = deque()
+        self._head_consumed = 0
         # RFC 6525, Section 5.2.2: deferred resets: (last TSN, streams); parked messages.
         self._deferred: list[tuple[int, tuple[int, ...]]] = []
         self._parked: list[_Message] = []
@@ -149,8 +181,8 @@ class ReceiveSide:
         if t - self.cum > MAX_TSN_AHEAD:
             return DataResult.DROPPED
         n = len(c.user_data)
-        used = self.buffered + self.unconsumed
-        if used + n > self._rcvbuf and (t > self.highest or used + n > self._rcvbuf + self._slack):
+        used = self.buffered + self.unconsumed + charge(n)
+        if used > self._rcvbuf and (t > self.highest or used > self._rcvbuf + self._slack):
             # Section 6.2: no room: drop a chunk beyond the highest TSN received (the
             # window is the peer's to respect); accept one that fills a hole, within
             # one packet of slack.
@@ -172,7 +204,7 @@ class ReceiveSide:
         if c.beginning and c.end:
             self._complete(_Message(c.stream_id, c.ssn, c.ppid, c.user_data, t), c.unordered)
         else:
-            self.buffered += n
+            self.buffered += charge(n)
             self._fragment(t, c)
         if self._deferred:
             self._check_deferred_resets()
@@ -196,6 +228,7 @@ class ReceiveSide:
             left.last = t
             left.end = c.end
             left.size += len(c.user_data)
+            left.charge += charge(len(c.user_data))
             run = left
         else:
             run = self._join(t, c, left, right)
@@ -203,7 +236,7 @@ class ReceiveSide:
             raise _too_big(self._max_message)
         if run.begin and run.end:
             del self._by_first[run.first]
-            self.buffered -= run.size
+            self.buffered -= run.charge
             data = b"".join(run.parts)
             self._complete(_Message(run.stream, run.ssn, run.ppid, data, run.first), run.u)
         else:
@@ -243,7 +276,7 @@ class ReceiveSide:
             self._deliver(msg, True)
             return
         if self._deferred and self._must_park(msg):
-            self.buffered += len(msg.data)
+            self.buffered += charge(len(msg.data))
             self._parked.append(msg)
             return
         stream = self._streams[msg.stream]
@@ -258,22 +291,33 @@ class ReceiveSide:
                 nxt = waiting.pop(stream.expected, None)
                 if nxt is None:
                     break
-                self.buffered -= len(nxt.data)
+                self.buffered -= charge(len(nxt.data))
                 self._deliver(nxt, False)
                 stream.expected += 1
         else:
             key = stream.expected + d
             if key not in stream.waiting:
                 stream.waiting[key] = msg
-                self.buffered += len(msg.data)
+                self.buffered += charge(len(msg.data))
 
     def _deliver(self, msg: _Message, unordered: bool) -> None:
-        self.unconsumed += len(msg.data)
+        self.unconsumed += charge(len(msg.data))
+        self._delivered.append(len(msg.data))
         self._events.append(MessageReceived(msg.stream, msg.ppid, msg.data, unordered))
 
     def consumed(self, nbytes: int) -> None:
         """The application read ``nbytes`` of delivered data."""
-        self.unconsumed = max(0, self.unconsumed - nbytes)
+        # Messages are consumed in the order they were delivered: refund the charge of
+        # each one read completely.
+        delivered = self._delivered
+        n = nbytes + self._head_consumed
+        refund = 0
+        while delivered and n >= delivered[0]:
+            size = delivered.popleft()
+            n -= size
+            refund += charge(size)
+        self._head_consumed = n if delivered else 0
+        self.unconsumed = max(0, self.unconsumed - refund)
 
     # -- SACK --------------------------------------------------------------------------
 
@@ -318,14 +362,19 @@ class ReceiveSide:
         reaches ``last_tsn`` (the answer is then "In progress").
         """
         lt = self.unwrap(last_tsn)
-        if not streams:
-            streams = tuple(range(len(self._streams)))
+        # (A hostile list may repeat ids: keep each once.)
+        streams = tuple(dict.fromkeys(streams)) if streams else tuple(range(len(self._streams)))
         if lt <= self.cum:
             self._perform_reset(streams)
             return True
         if not any(d == (lt, streams) for d in self._deferred):
             self._deferred.append((lt, streams))
         return False
+
+    def cannot_defer(self, last_tsn: int) -> bool:
+        """Whether a reset after ``last_tsn`` would have to wait, with no room left to
+        remember it (``MAX_DEFERRED_RESETS``)."""
+        return self.unwrap(last_tsn) > self.cum and len(self._deferred) >= MAX_DEFERRED_RESETS
 
     def valid_streams(self, streams: tuple[int, ...]) -> bool:
         """Whether every id in ``streams`` is one of our inbound streams."""
@@ -343,14 +392,14 @@ class ReceiveSide:
             self._perform_reset(streams)
         parked, self._parked = self._parked, []
         for msg in parked:
-            self.buffered -= len(msg.data)
+            self.buffered -= charge(len(msg.data))
             self._complete(msg, False)
 
     def _perform_reset(self, streams: tuple[int, ...]) -> None:
         for s in streams:
             stream = self._streams[s]
             for msg in stream.waiting.values():
-                self.buffered -= len(msg.data)
+                self.buffered -= charge(len(msg.data))
             stream.waiting.clear()
             stream.expected = 0
         self._events.append(StreamsReset(streams, outgoing=False))
@@ -371,6 +420,7 @@ def _merge(left: _Run, right: _Run) -> _Run:
     big.ppid = left.ppid
     big.ssn = left.ssn
     big.size = left.size + right.size
+    big.charge = left.charge + right.charge
     return big
 
 

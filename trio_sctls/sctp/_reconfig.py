@@ -127,6 +127,8 @@ class Reconfig:
     def _reset_incoming(self, req: OutgoingSSNResetRequest, recv: ReceiveSide) -> int:
         if not recv.valid_streams(req.streams):
             return ReconfigResult.DENIED
+        if recv.cannot_defer(req.last_tsn):
+            return ReconfigResult.ERROR_REQUEST_ALREADY_IN_PROGRESS
         if recv.reset_streams(req.streams, req.last_tsn):
             return ReconfigResult.SUCCESS_PERFORMED
         return ReconfigResult.IN_PROGRESS
