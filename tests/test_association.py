@@ -355,6 +355,37 @@ async def test_large_message_through_one_channel(pair_factory: PairFactory) -> N
         assert got == payload
 
 
+async def test_records_that_arrive_together_reach_each_channel_whole_and_in_order(
+    pair_factory: PairFactory,
+) -> None:
+    # Many records on many channels, all sent before anyone reads: the demux takes in
+    # batches of what is ready at once, and every byte must land on its channel in order.
+    channels, writes = 8, 20
+    async with pair_factory(
+        client_options={"outbound_streams": channels, "max_inbound_streams": channels},
+        server_options={"outbound_streams": channels, "max_inbound_streams": channels},
+    ) as pair:
+
+        async def write(i: int) -> None:
+            for n in range(writes):
+                await pair.client.channels[i].send_all(b"%d:%d;" % (i, n) * 40)
+
+        async def read(i: int) -> None:
+            expected = b"".join(b"%d:%d;" % (i, n) * 40 for n in range(writes))
+            got = bytearray()
+            while len(got) < len(expected):
+                got += await pair.server.channels[i].receive_some()
+            assert got == expected
+
+        async with trio.open_nursery() as nursery:
+            for i in range(channels):
+                nursery.start_soon(write, i)
+        await trio.testing.wait_all_tasks_blocked()
+        async with trio.open_nursery() as nursery:
+            for i in range(channels):
+                nursery.start_soon(read, i)
+
+
 def mitm_server_context(bad_handshake_index: int) -> ssl.SSLContext:
     """A server that presents a different (valid) certificate on one handshake."""
     good = server_context()

@@ -565,3 +565,73 @@ async def test_a_graceful_close_that_cannot_finish_aborts_after_the_timeout() ->
         with pytest.raises(AssociationAbortedError):
             while True:
                 assert isinstance(await server.receive(), Message)
+
+
+@pytest.mark.kernel
+async def test_a_receive_cancelled_while_waiting_or_before_reading_loses_nothing() -> None:
+    big = bytes(range(256)) * 800  # several reads: reassembled across recvmsg calls
+    async with kernel_pair(server={"max_message_size": 300 * 1024}) as (client, server, _):
+        with trio.move_on_after(0.05) as scope:
+            await server.receive()  # nothing comes: cancelled while waiting
+        assert scope.cancelled_caught
+        await client.send_message(b"first", stream=1)
+        await client.send_message(big, stream=2)
+        await client.send_message(b"last", stream=3)
+        assert await server.receive() == Message(b"first", 1)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive()  # cancelled before it reads anything
+        assert scope.cancelled_caught
+        assert await receive_messages(server, 2) == [Message(big, 2), Message(b"last", 3)]
+
+
+@pytest.mark.kernel
+async def test_every_receive_is_a_checkpoint_whether_or_not_it_waits() -> None:
+    async with kernel_pair() as (client, server, _):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.receive)  # waits, then returns without yielding again
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send_message(b"wake", stream=0)
+        for i in range(4):
+            await client.send_message(b"m%d" % i, stream=0)
+        for i in range(4):
+            with trio.testing.assert_checkpoints():
+                assert await server.receive() == Message(b"m%d" % i, 0)
+        client.abort()
+        with trio.testing.assert_checkpoints(), pytest.raises(AssociationAbortedError):
+            while True:
+                await server.receive()
+
+
+@pytest.mark.kernel
+async def test_receive_nowait_takes_what_is_ready_without_waiting() -> None:
+    async with kernel_pair() as (client, server, _):
+        with pytest.raises(trio.WouldBlock):
+            server.receive_nowait()
+        for i in range(3):
+            await client.send_message(b"m%d" % i, stream=i)
+        received: list[object] = [await server.receive()]
+        while len(received) < 3:
+            try:
+                received.append(server.receive_nowait())
+            except trio.WouldBlock:
+                await trio.sleep(0.01)  # not there yet: loopback is fast, but not instant
+        assert received == [Message(b"m%d" % i, i) for i in range(3)]
+        with pytest.raises(trio.WouldBlock):
+            server.receive_nowait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.receive)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                server.receive_nowait()
+            await client.send_message(b"release", stream=0)
+        client.abort()
+        with pytest.raises(AssociationAbortedError):
+            while True:
+                try:
+                    server.receive_nowait()
+                except trio.WouldBlock:
+                    await trio.sleep(0.01)
+        server.abort()
+        with pytest.raises(trio.ClosedResourceError):
+            server.receive_nowait()

@@ -145,3 +145,33 @@ async def test_an_abort_reason_reaches_the_peer() -> None:
     client.abort("stream 3: TLS failure")
     with pytest.raises(AssociationAbortedError, match="stream 3: TLS failure"):
         await server.receive()
+
+
+async def test_receive_nowait_returns_what_is_due_and_would_block_otherwise(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = memory_pair(client_delay=lambda stream: 5.0 if stream == 1 else 0.0)
+    with pytest.raises(trio.WouldBlock):
+        server.receive_nowait()
+    await client.send_message(b"slow", stream=1)
+    for i in range(3):
+        await client.send_message(b"m%d" % i, stream=0)
+    assert [server.receive_nowait() for _ in range(3)] == [Message(b"m%d" % i, 0) for i in range(3)]
+    with pytest.raises(trio.WouldBlock):
+        server.receive_nowait()  # the delayed message is not due yet
+    assert await server.receive() == Message(b"slow", 1)
+    # The window counts what receive_nowait took, too.
+    assert server._inbox.buffered == 0
+
+
+async def test_receive_nowait_while_another_task_receives_is_a_busy_error() -> None:
+    client, server = memory_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            server.receive_nowait()
+        await client.send_message(b"release", stream=0)
+    server.abort()
+    with pytest.raises(trio.ClosedResourceError):
+        server.receive_nowait()

@@ -6,6 +6,7 @@ import pytest
 import trio
 import trio.testing
 
+from trio_sctls import AssociationAbortedError
 from trio_sctls._pipe import StreamPipe
 from trio_sctls.transport import Message, MessageTransport
 from trio_sctls.transport.memory import memory_pair
@@ -128,3 +129,98 @@ async def test_queued_bytes_ask_for_a_flush_and_go_out_before_later_sends() -> N
     with trio.move_on_after(0) as scope:
         await server.receive()
     assert scope.cancelled_caught
+
+
+async def test_whole_records_of_a_write_go_out_and_a_trailing_partial_one_waits() -> None:
+    client, server = memory_pair()
+    pipe = StreamPipe(Owner(client), 2)
+    first, second, third = record(23, b"one"), record(23, b"two" * 100), record(23, b"three")
+    # Nothing pending: the records are cut straight out of the caller's buffer.
+    await pipe.send_all(first + second + third[:4])
+    assert await server.receive() == Message(first, 2)
+    assert await server.receive() == Message(second, 2)
+    with trio.move_on_after(0) as scope:
+        await server.receive()
+    assert scope.cancelled_caught  # the partial record was held back
+    # The rest completes it, and the record after it goes out too.
+    fourth = record(21, b"\x01\x00")
+    await pipe.send_all(third[4:] + fourth)
+    assert await server.receive() == Message(third, 2)
+    assert await server.receive() == Message(fourth, 2)
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+async def test_one_record_in_any_bytes_like_object_is_one_message(kind: type) -> None:
+    client, server = memory_pair()
+    pipe = StreamPipe(Owner(client), 1)
+    whole = record(23, b"payload")
+    await pipe.send_all(kind(whole))
+    assert await server.receive() == Message(whole, 1)
+
+
+async def test_every_send_is_a_checkpoint_even_when_it_only_buffers() -> None:
+    client, _server = memory_pair()
+    pipe = StreamPipe(Owner(client), 0)
+    whole = record(23, b"abc")
+    with trio.testing.assert_checkpoints():
+        await pipe.send_all(whole)
+    with trio.testing.assert_checkpoints():
+        await pipe.send_all(whole[:2])  # a partial record: nothing is sent
+
+
+async def test_a_send_behind_a_blocked_one_waits_its_turn_and_keeps_order() -> None:
+    # A one-byte window: each message waits until the peer has read the previous one.
+    client, server = memory_pair(window=1)
+    pipe = StreamPipe(Owner(client), 0)
+    records = [record(23, bytes([i]) * 50) for i in range(4)]
+    await pipe.send_all(records[0])  # through: the window was empty
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipe.send_all, records[1])  # blocked by the window
+        await trio.testing.wait_all_tasks_blocked()
+        # A sender queued behind it and cancelled there gives up its turn.
+        queued = await nursery.start(cancellable_send, pipe, b"\x17\x03\x03")
+        await trio.testing.wait_all_tasks_blocked()
+        queued.cancel()
+        nursery.start_soon(pipe.send_all, records[2])
+        await trio.testing.wait_all_tasks_blocked()
+        for expected in records[:3]:
+            assert await server.receive() == Message(expected, 0)
+    await pipe.send_all(records[3])
+    assert await server.receive() == Message(records[3], 0)
+
+
+async def cancellable_send(
+    pipe: StreamPipe, data: bytes, *, task_status: trio.TaskStatus[trio.CancelScope]
+) -> None:
+    with trio.CancelScope() as scope:
+        task_status.started(scope)
+        await pipe.send_all(data)
+
+
+class FailingOwner(Owner):
+    """An owner whose association can fail (and then closes the transport)."""
+
+    failure: Exception | None = None
+
+    def check_usable(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
+async def test_a_send_cut_short_by_the_associations_failure_reports_that_failure() -> None:
+    client, _server = memory_pair(window=1)
+    owner = FailingOwner(client)
+    pipe = StreamPipe(owner, 0)
+    await pipe.send_all(record(23, b"first"))  # through: the window was empty
+
+    async def fail() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        # The association fails and closes its transport under the waiting send, which
+        # must report the association's error, not the transport's "closed".
+        owner.failure = AssociationAbortedError("the peer aborted the association")
+        client.abort()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fail)
+        with pytest.raises(AssociationAbortedError, match="the peer aborted"):
+            await pipe.send_all(record(23, b"second"))  # waits for room

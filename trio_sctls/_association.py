@@ -12,7 +12,10 @@ through the explicit plain-message API when the user opts in.
 
 Demultiplexing. SCTP tells us a message's stream only after we have received it, so one
 task per association (the demux) reads the transport and appends each message to its
-stream's pipe without ever waiting for a reader. Buffers are bounded: each stream may
+stream's pipe without ever waiting for a reader. It takes in what has arrived in batches
+(one ``receive()``, then ``receive_nowait()`` while messages are ready, up to
+``DRAIN_AT_ONCE``), so the readers of a batch all run in the next scheduling round and
+the demux runs once per batch, not once per message. Buffers are bounded: each stream may
 hold ``stream_budget`` unread bytes and the association ``association_budget``. Below
 both, a reader that does not read one channel holds back nothing else. At a bound the
 ``overflow`` policy applies:
@@ -124,6 +127,9 @@ MAX_KEPT_EVENTS = 256
 #: _flusher): a peer that keeps the demux busy cannot make them pile up.
 STEP_AT = 256 * 1024
 
+#: Messages the demux takes in per scheduling round, at most, when more are ready.
+DRAIN_AT_ONCE = 64
+
 #: Tasks that send the handshake flights the association produces (see _flusher).
 FLUSHERS = 4
 
@@ -223,6 +229,8 @@ class SecureAssociation:
         self._pinned_stream: int | None = None
         self._buffered = 0
         self._drained = trio.lowlevel.ParkingLot()
+        # The pipe whose budget made the demux pause (None: the association's, or none).
+        self._paused_on: StreamPipe | None = None
         self._events: deque[Event] = deque(maxlen=MAX_KEPT_EVENTS)
         self._event_arrived = trio.lowlevel.ParkingLot()
         self._notes: dict[int, str] = {}
@@ -503,12 +511,28 @@ class SecureAssociation:
     async def _demux(self) -> None:
         with self._demux_scope:
             try:
+                transport = self.transport
                 while True:
-                    item = await self.transport.receive()
-                    if isinstance(item, Message):
-                        await self._dispatch(item)
-                    else:
-                        self._notify(item)
+                    item = await transport.receive()
+                    # Then take in, without yielding, what else has arrived (up to a
+                    # bound, so that readers are not kept waiting): the readers it
+                    # wakes all run in the next scheduling round, and the demux runs
+                    # once per batch rather than once per message.
+                    left = DRAIN_AT_ONCE
+                    while True:
+                        if isinstance(item, Message):
+                            if self._dispatch(item):
+                                await self._pause()
+                                break
+                        else:
+                            self._notify(item)
+                        left -= 1
+                        if not left:
+                            break
+                        try:
+                            item = transport.receive_nowait()
+                        except trio.WouldBlock:
+                            break
             except trio.EndOfChannel:
                 self.peer_shut_down = True
                 for pipe in self._pipes:
@@ -532,7 +556,10 @@ class SecureAssociation:
         self._events.append(event)
         self._event_arrived.unpark_all()
 
-    async def _dispatch(self, message: Message) -> None:
+    def _dispatch(self, message: Message) -> bool:
+        """Hand one message to its stream (never waits). Returns ``True`` when the
+        buffers are over budget under the "pause" policy: the demux must then
+        :meth:`_pause` before it reads on."""
         stream = message.stream
         if stream < len(self._pipes):
             if message.unordered:
@@ -542,11 +569,11 @@ class SecureAssociation:
                         stream=stream,
                     )
                 )
-                return
+                return False
             pipe: StreamPipe | None = self._pipes[stream]
             assert pipe is not None
             if pipe.closed:
-                return  # closed locally: discarded
+                return False  # closed locally: discarded
             tls = self._tls[stream]
             if self._first_data and self._first_data[stream] is None:
                 self._first_data[stream] = trio.current_time()
@@ -563,7 +590,7 @@ class SecureAssociation:
                 self._to_step[stream] = None
                 if self._unstepped > STEP_AT:
                     self._step_pending()
-                return
+                return False
             pipe.feed(message.data)
         elif self._plain_streams:
             pipe = None
@@ -577,20 +604,28 @@ class SecureAssociation:
                     stream=stream,
                 )
             )
-            return
+            return False
         self._buffered += len(message.data)
-        while self._over_budget(pipe) and self._state is _State.OPEN:
-            if self._overflow == "abort":
-                self._fail(
-                    BufferLimitError(
-                        f"{pipe.buffered if pipe else self._buffered} unread bytes exceed "
-                        "the budget",
-                        stream=stream,
-                    )
+        if not self._over_budget(pipe) or self._state is not _State.OPEN:
+            return False
+        if self._overflow == "abort":
+            self._fail(
+                BufferLimitError(
+                    f"{pipe.buffered if pipe else self._buffered} unread bytes exceed the budget",
+                    stream=stream,
                 )
-                return
-            # "pause": stop reading the transport; SCTP's window pushes back on the peer.
+            )
+            return False
+        self._paused_on = pipe
+        return True
+
+    async def _pause(self) -> None:
+        """The "pause" policy: stop reading the transport until the readers are back
+        under budget; SCTP's window pushes back on the peer meanwhile."""
+        pipe = self._paused_on
+        while self._over_budget(pipe) and self._state is _State.OPEN:
             await self._drained.park()
+        self._paused_on = None
 
     def _step_handshake(self, stream: int, data: bytes | None) -> None:
         """Step one association-driven handshake (see _tls.py); never raises."""

@@ -75,7 +75,10 @@ class StreamPipe(trio.abc.Stream):
         self.peer_finished = False
         self.closed = False
         self._arrived = trio.lowlevel.ParkingLot()
-        self._send_lock = trio.StrictFIFOLock()
+        # Send side: whether a send is under way (senders that find one wait in
+        # _send_turn, first come first served).
+        self._sending = False
+        self._send_turn = trio.lowlevel.ParkingLot()
         self._partial = b""
         self._receiving = False
         #: Called each time a reader wants more bytes; the association's ticket
@@ -181,32 +184,76 @@ class StreamPipe(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send TLS bytes, one SCTP user message per TLS record."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        lock = self._send_lock
+        if self._sending or self.pending_out or self._partial:
+            await self._send_all_queued(data)
+            return
+        # Fast path (nearly every record: SSLStream serialises its own writes, and a
+        # flight queued outside a send is rare): nothing to prepend and nobody to wait
+        # for, so the records go out of ``data`` itself, without copying it.
+        self._sending = True
         try:
-            # Uncontended (nearly always): take the lock without a scheduling round; the
-            # sends below are the checkpoint.
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+            self._check_sendable()
+            size = len(data)
+            if size > TLS_HEADER_SIZE and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size:
+                # Exactly one record: what SSLStream hands over for writes up to 16 KiB.
+                await self._owner.transport.send_message(
+                    data, stream=self.stream_id, ppid=self.ppid
+                )
+            else:
+                await self._send_records(memoryview(data))
+        except trio.ClosedResourceError:
+            self._raise_failure()
+            raise
+        finally:
+            self._release_send()
+
+    def _raise_failure(self) -> None:
+        """The transport was closed under a send: if the association failed (it closes
+        the transport when it does), raise its error, which is what the channel's user
+        must see, rather than the transport's own "closed"."""
+        self._owner.check_usable()
+
+    async def _send_all_queued(self, data: bytes | bytearray | memoryview) -> None:
+        """Send behind whoever is sending, after what is pending or partial."""
+        if self._sending:
+            # Wait for our turn (FIFO): the sender that releases hands the pipe over.
+            await self._send_turn.park()
+        else:
+            self._sending = True
         try:
             self._check_sendable()
             buffer = self.pending_out + self._partial + bytes(data)
             self.pending_out = self._partial = b""
-            view = memoryview(buffer)
-            send = self._owner.transport.send_message
-            sent = False
-            while len(view) >= TLS_HEADER_SIZE:
-                end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
-                if end > len(view):
-                    break
-                await send(view[:end], stream=self.stream_id, ppid=self.ppid)
-                sent = True
-                view = view[end:]
-            self._partial = bytes(view)
-            if not sent:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._send_records(memoryview(buffer))
+        except trio.ClosedResourceError:
+            self._raise_failure()
+            raise
         finally:
-            lock.release()
+            self._release_send()
+
+    async def _send_records(self, view: memoryview) -> None:
+        """Send each whole record in ``view`` as one message; keep a partial record's
+        bytes in :attr:`_partial` for the next send. A checkpoint either way."""
+        send = self._owner.transport.send_message
+        sent = False
+        while len(view) >= TLS_HEADER_SIZE:
+            end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
+            if end > len(view):
+                break
+            await send(view[:end], stream=self.stream_id, ppid=self.ppid)
+            sent = True
+            view = view[end:]
+        if len(view):
+            self._partial = bytes(view)
+        if not sent:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _release_send(self) -> None:
+        """Hand the send side to the next waiting sender, if any."""
+        if self._send_turn:
+            self._send_turn.unpark()
+        else:
+            self._sending = False
 
     def queue_out(self, data: bytes) -> None:
         """Queue TLS bytes to send ahead of any later :meth:`send_all`, and ask the

@@ -13,7 +13,9 @@ The contract, in short:
   :class:`Event` (a notification). After a graceful shutdown it raises
   :class:`trio.EndOfChannel`; after an abort or loss it raises an
   :class:`~trio_sctls.AssociationError` subclass; after our own ``aclose()``/``abort()``
-  it raises :class:`trio.ClosedResourceError`.
+  it raises :class:`trio.ClosedResourceError`. ``receive_nowait()`` returns what is
+  ready without waiting (or raises :class:`trio.WouldBlock`); a transport may leave it
+  at that default, which never has anything ready.
 * ``aclose()`` runs SCTP's graceful SHUTDOWN (data already queued is still delivered) and
   releases the association; ``abort()`` sends an ABORT at once. Both are idempotent.
 """
@@ -24,6 +26,8 @@ import abc
 import enum
 from dataclasses import dataclass
 from typing import TypeAlias
+
+import trio
 
 #: RFC 3436 section 3.2: SCTP must carry user messages of at least 2**14 + 2048 + 5 bytes
 #: (the largest TLS record a TLS 1.2 peer may send). Every transport accepts at least this.
@@ -233,6 +237,20 @@ class MessageTransport(abc.ABC):
             trio.BusyResourceError: another task is already receiving.
         """
 
+    def receive_nowait(self) -> Received:
+        """Return the next message or notification if one is ready now, without
+        waiting and without a checkpoint: for a reader that drains what arrived before
+        it next awaits :meth:`receive`.
+
+        What :meth:`receive` would raise at the end of the association may be raised
+        here too, or left to the next :meth:`receive`. The default has nothing ready.
+
+        Raises:
+            trio.WouldBlock: nothing is ready now.
+            trio.BusyResourceError: another task is receiving.
+        """
+        raise trio.WouldBlock
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Shut the association down gracefully (SCTP SHUTDOWN) and release it.
@@ -258,8 +276,6 @@ class MessageTransport(abc.ABC):
             ``False`` if the association does not support stream reconfiguration (the
             peer did not offer it), ``True`` once the request is queued.
         """
-        import trio
-
         await trio.lowlevel.checkpoint()
         return False
 
@@ -267,8 +283,6 @@ class MessageTransport(abc.ABC):
         return self
 
     async def __anext__(self) -> Received:
-        import trio
-
         try:
             return await self.receive()
         except trio.EndOfChannel:

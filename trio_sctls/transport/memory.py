@@ -190,6 +190,21 @@ class MemoryTransport(MessageTransport):
         finally:
             self._receiving = False
 
+    def receive_nowait(self) -> Received:
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this transport")
+        if self._closed:
+            raise trio.ClosedResourceError("this transport was closed")
+        inbox = self._inbox
+        if inbox.heap and inbox.heap[0][0] <= trio.current_time():
+            _, _, message = heapq.heappop(inbox.heap)
+            if isinstance(message, Message):
+                inbox.buffered -= len(message.data)
+                inbox.drained.unpark_all()
+            return message
+        # Nothing due; the end of the association is left to receive().
+        raise trio.WouldBlock
+
     async def _receive(self) -> Received:
         await trio.lowlevel.checkpoint_if_cancelled()
         inbox = self._inbox
