@@ -258,6 +258,11 @@ class ContextAdapter:
         pipe: StreamPipe,
         observer: TLSObserver,
     ) -> None:
+        # Renegotiation (TLS 1.2) would run a new handshake inside read(), past the
+        # handshake hook that pins the peer's certificate: refuse it, on the context the
+        # user gave us (an option OpenSSL reads per connection, so it must be set there).
+        if not context.options & ssl.OP_NO_RENEGOTIATION:
+            context.options |= ssl.OP_NO_RENEGOTIATION
         self._context = context
         self._pipe = pipe
         self._observer = observer

@@ -1,0 +1,286 @@
+"""Attacks on TLS over SCTP (RFC 3436) from a peer that breaks the rules mid-session.
+
+Already covered in test_association.py (not repeated here; the unordered-record,
+truncation and stalled-handshake tests there now check for leaks too): a different
+certificate on one stream, a forged record, an unordered message on a TLS stream, data
+beyond the TLS streams, SCTP SHUTDOWN without close_notify (truncation), a server-side
+stalled handshake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from trio_sctls import (
+    AssociationAbortedError,
+    HandshakeError,
+    SecureAssociation,
+)
+from trio_sctls._api import TransportName
+from trio_sctls._association import run_association
+from trio_sctls.transport import Message, MessageTransport
+from trio_sctls.transport.memory import memory_pair
+
+from .conftest import SERVER_NAME, association_pair, client_context, server_context
+from .hygiene import no_leaks
+
+
+async def receive_message(transport: MessageTransport) -> Message:
+    while True:
+        item = await transport.receive()
+        if isinstance(item, Message):
+            return item
+
+
+async def test_plain_data_on_a_tls_stream_mid_session_aborts_naming_the_stream(
+    transport: TransportName,
+) -> None:
+    async with (
+        no_leaks(),
+        association_pair(transport, client_options={"outbound_streams": 3}) as pair,
+    ):
+        client, server = pair.client, pair.server
+        await server.channels[0].send_all(b"delivered once")
+        assert await client.channels[0].receive_some() == b"delivered once"
+        # Cleartext where a TLS record belongs, as a confused or hostile peer would.
+        await server.transport.send_message(b"GET / HTTP/1.0\r\n\r\n", stream=1)
+        with pytest.raises(trio.BrokenResourceError):
+            await client.channels[1].receive_some()
+        assert isinstance(client.error, HandshakeError)
+        assert client.error.stream == 1
+        # The other channels see the association's error: nothing delivered twice.
+        with pytest.raises(HandshakeError) as info:
+            await client.channels[0].receive_some()
+        assert info.value.stream == 1
+        # The peer sees the ABORT.
+        with pytest.raises(AssociationAbortedError):
+            await server.channels[2].receive_some()
+
+
+def test_wrapped_contexts_refuse_renegotiation() -> None:
+    context = client_context()
+    context.options &= ~ssl.OP_NO_RENEGOTIATION
+    client_transport, _ = memory_pair(client_outbound=1, server_outbound=1)
+    SecureAssociation(
+        client_transport, ssl_context=context, server_side=False, server_hostname=SERVER_NAME
+    )
+    assert context.options & ssl.OP_NO_RENEGOTIATION
+
+
+# -- a TLS 1.2 server that asks for renegotiation ------------------------------------------
+#
+# Python cannot initiate renegotiation, so the hostile server here is a raw SSLObject
+# whose session keys we take from its key log, and the HelloRequest is a record of our
+# own making, encrypted as OpenSSL would have (AES-128-GCM, RFC 5246/5288).
+
+CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def p_sha256(secret: bytes, seed: bytes, size: int) -> bytes:
+    """TLS 1.2's PRF (RFC 5246 section 5)."""
+    out, a = b"", seed
+    while len(out) < size:
+        a = hmac.new(secret, a, hashlib.sha256).digest()
+        out += hmac.new(secret, a + seed, hashlib.sha256).digest()
+    return out[:size]
+
+
+def gcm_nonce_aad(iv: bytes, seq: int, kind: int, length: int) -> tuple[bytes, bytes, bytes]:
+    explicit = struct.pack("!Q", seq)
+    return (
+        iv + explicit,
+        explicit,
+        explicit + bytes([kind]) + b"\x03\x03" + struct.pack("!H", length),
+    )
+
+
+def session_keys(keylog: Path, server_random: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(client key, server key, client IV, server IV) of the one TLS 1.2 session logged."""
+    (line,) = [line for line in keylog.read_text().splitlines() if line.startswith("CLIENT_")]
+    _, client_random, secret = line.split()
+    keys = p_sha256(
+        bytes.fromhex(secret), b"key expansion" + server_random + bytes.fromhex(client_random), 40
+    )
+    return keys[:16], keys[16:32], keys[32:36], keys[36:40]
+
+
+def seal(key: bytes, iv: bytes, seq: int, kind: int, plaintext: bytes) -> bytes:
+    """One AES-128-GCM TLS 1.2 record."""
+    nonce, explicit, aad = gcm_nonce_aad(iv, seq, kind, len(plaintext))
+    body = explicit + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return bytes([kind]) + b"\x03\x03" + struct.pack("!H", len(body)) + body
+
+
+def unseal(key: bytes, iv: bytes, seq: int, record: bytes) -> tuple[int, bytes]:
+    """The content type and plaintext of one AES-128-GCM TLS 1.2 record."""
+    kind, length = record[0], struct.unpack("!H", record[3:5])[0]
+    assert length == len(record) - 5
+    _, _, aad = gcm_nonce_aad(iv, seq, kind, length - 8 - 16)
+    nonce = iv + record[5:13]  # the explicit part as the sender chose it
+    return kind, AESGCM(key).decrypt(nonce, record[13:], aad)
+
+
+async def _read_into(channel: trio.SSLStream[Any], got: list[bytes]) -> None:
+    got.append(bytes(await channel.receive_some()))
+
+
+async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> None:
+    # Obeyed, it would run a second handshake inside read(), where no hook pins the
+    # server's certificate: a way round the pinning of test_association's MITM test.
+    keylog = tmp_path / "keys"
+    hostile = server_context(ssl.TLSVersion.TLSv1_2)
+    hostile.set_ciphers(CIPHER)
+    hostile.keylog_filename = str(keylog)
+    client_transport, server_transport = memory_pair(client_outbound=1, server_outbound=1)
+    client = SecureAssociation(
+        client_transport,
+        ssl_context=client_context(ssl.TLSVersion.TLSv1_2),
+        server_side=False,
+        server_hostname=SERVER_NAME,
+    )
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = hostile.wrap_bio(incoming, outgoing, server_side=True)
+    server_random = b""
+    handshaken = trio.Event()
+
+    async def hostile_handshake() -> None:
+        nonlocal server_random
+        while True:
+            incoming.write((await receive_message(server_transport)).data)
+            try:
+                tls.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            out = outgoing.read()
+            if out and not server_random:
+                assert out[0] == 0x16 and out[5] == 2  # a ServerHello
+                server_random = out[11:43]
+            if out:
+                await server_transport.send_message(out, stream=0)
+            if done:
+                handshaken.set()
+                return
+
+    with trio.fail_after(10):  # a safety net for a hang, not a timing
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hostile_handshake)
+            async with run_association(client):
+                await handshaken.wait()
+                assert client.channels[0].cipher()[0] == CIPHER
+                client_key, server_key, client_iv, server_iv = session_keys(keylog, server_random)
+                # HelloRequest (type 0, empty), the server's record number 1 (its
+                # Finished was 0).
+                hello_request = b"\x00\x00\x00\x00"
+                record = seal(server_key, server_iv, 1, 0x16, hello_request)
+                await server_transport.send_message(record, stream=0)
+                # The client reads it when its user reads the channel: it answers with a
+                # no_renegotiation warning alert, not a ClientHello, and carries on.
+                got: list[bytes] = []
+                async with trio.open_nursery() as readers:
+                    readers.start_soon(lambda: _read_into(client.channels[0], got))
+                    answer = (await receive_message(server_transport)).data
+                    kind, plaintext = unseal(client_key, client_iv, 1, answer)
+                    assert kind == 0x15, f"content type {kind}: renegotiation was not refused"
+                    assert plaintext == b"\x01\x64"  # warning, no_renegotiation
+                    record = seal(server_key, server_iv, 2, 0x17, b"same session")
+                    await server_transport.send_message(record, stream=0)
+                assert got == [b"same session"]
+                assert client.error is None
+                await client.abort()  # (the raw server would never answer close_notify)
+
+
+async def test_a_peer_that_never_finishes_one_streams_handshake(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A server that answers every stream's ClientHello but stream 2's: the client's
+    # handshake timeout fires, naming the stream, and nothing is left behind.
+    server_transport: MessageTransport
+    client_transport, server_transport = memory_pair(client_outbound=3, server_outbound=3)
+    client = SecureAssociation(
+        client_transport,
+        ssl_context=client_context(),
+        server_side=False,
+        server_hostname=SERVER_NAME,
+        handshake_timeout=5,
+    )
+    server = SecureAssociation(server_transport, ssl_context=server_context(), server_side=True)
+    # (object.__setattr__: the TLS object forwards attribute writes to the SSLObject.)
+    swallowed: list[bytes] = []
+    object.__setattr__(server._tls[2], "feed_handshake", swallowed.append)
+    async with no_leaks():
+        async with trio.open_nursery() as nursery:
+
+            async def serve_it() -> None:
+                with pytest.raises(AssociationAbortedError):
+                    async with run_association(server):
+                        # Until the client's abort reaches this channel.
+                        await server.channels[0].receive_some()
+
+            nursery.start_soon(serve_it)
+            with pytest.raises(HandshakeError) as info:
+                async with run_association(client):
+                    pytest.fail("the association must not open")  # pragma: no cover
+            assert info.value.stream == 2
+            assert "did not complete within 5" in str(info.value)
+        assert swallowed
+
+
+async def test_a_client_renegotiation_is_refused(tmp_path: Path) -> None:
+    # The mirror image: a raw TLS 1.2 client sends a new ClientHello, encrypted, after
+    # the handshake. Our server must not start a second handshake.
+    keylog = tmp_path / "keys"
+    hostile = client_context(ssl.TLSVersion.TLSv1_2)
+    hostile.set_ciphers(CIPHER)
+    hostile.keylog_filename = str(keylog)
+    client_transport, server_transport = memory_pair(client_outbound=1, server_outbound=1)
+    server = SecureAssociation(server_transport, ssl_context=server_context(), server_side=True)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = hostile.wrap_bio(incoming, outgoing, server_hostname=SERVER_NAME)
+    server_random = b""
+    with trio.fail_after(10):  # a safety net for a hang, not a timing
+        async with run_association(server):
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pass
+                if out := outgoing.read():
+                    await client_transport.send_message(out, stream=0)
+                data = (await receive_message(client_transport)).data
+                if not server_random:
+                    assert data[0] == 0x16 and data[5] == 2  # a ServerHello
+                    server_random = data[11:43]
+                incoming.write(data)
+            client_key, server_key, client_iv, server_iv = session_keys(keylog, server_random)
+            # A ClientHello (type 1) as the client's record number 1 (its Finished was 0);
+            # its body does not matter: it is refused on sight.
+            hello = b"\x01\x00\x00\x04" + b"\x03\x03\x00\x00"
+            await client_transport.send_message(
+                seal(client_key, client_iv, 1, 0x16, hello), stream=0
+            )
+            # The server reads it when its user reads the channel; it answers with a
+            # no_renegotiation warning alert, not a ServerHello, and carries on.
+            got: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: _read_into(server.channels[0], got))
+                answer = (await receive_message(client_transport)).data
+                kind, plaintext = unseal(server_key, server_iv, 1, answer)
+                assert kind == 0x15, f"content type {kind}: renegotiation was not refused"
+                assert plaintext == b"\x01\x64"  # warning, no_renegotiation
+                record = seal(client_key, client_iv, 2, 0x17, b"still the same session")
+                await client_transport.send_message(record, stream=0)
+            assert got == [b"still the same session"]
+            assert server.error is None
+            await server.abort()  # (the raw client would never answer close_notify)
