@@ -34,6 +34,7 @@ from .conftest import (
     client_context,
     server_context,
 )
+from .hygiene import no_leaks
 
 PairFactory = Any
 
@@ -460,11 +461,14 @@ async def test_a_tls_error_on_one_stream_aborts_the_association(
 async def test_unordered_message_on_a_tls_stream_is_a_protocol_error(
     pair_factory: PairFactory,
 ) -> None:
-    async with pair_factory(client_options={"outbound_streams": 2}) as pair:
+    async with no_leaks(), pair_factory(client_options={"outbound_streams": 2}) as pair:
         await pair.server.transport.send_message(b"\x17\x03\x03\x00\x01x", stream=1, unordered=True)
         with pytest.raises(RemoteProtocolError) as info:
             await pair.client.channels[0].receive_some()
         assert info.value.stream == 1
+        # The peer sees the association aborted too.
+        with pytest.raises(AssociationError):
+            await pair.server.channels[0].receive_some()
 
 
 async def test_unread_channel_does_not_block_others_under_budget(
@@ -502,9 +506,12 @@ async def test_pause_policy_stops_reading_at_the_stream_budget() -> None:
 
 
 async def test_abort_policy_aborts_at_the_stream_budget(pair_factory: PairFactory) -> None:
-    async with pair_factory(
-        client_options={"outbound_streams": 3, "stream_budget": 32 * 1024, "overflow": "abort"}
-    ) as pair:
+    async with (
+        no_leaks(),
+        pair_factory(
+            client_options={"outbound_streams": 3, "stream_budget": 32 * 1024, "overflow": "abort"}
+        ) as pair,
+    ):
         with pytest.raises(trio.BrokenResourceError):
             await pair.server.channels[1].send_all(b"a" * 64 * 1024)
             await pair.server.channels[0].receive_some()
@@ -612,7 +619,7 @@ async def test_body_exception_aborts_and_propagates(transport: TransportName) ->
 
 
 async def test_cancelled_aclose_aborts(pair_factory: PairFactory) -> None:
-    async with pair_factory() as pair:
+    async with no_leaks(), pair_factory() as pair:
         with trio.CancelScope() as scope:
             scope.cancel()
             await pair.client.aclose()
@@ -625,7 +632,7 @@ async def test_cancelled_aclose_aborts(pair_factory: PairFactory) -> None:
 async def test_sctp_shutdown_without_close_notify_is_a_truncation_not_an_end(
     pair_factory: PairFactory,
 ) -> None:
-    async with pair_factory(client_options={"outbound_streams": 2}) as pair:
+    async with no_leaks(), pair_factory(client_options={"outbound_streams": 2}) as pair:
         await pair.server.channels[1].send_all(b"partial")
         # The peer ends SCTP gracefully but never sends close_notify on the channels.
         await pair.server.transport.aclose()
@@ -642,7 +649,7 @@ async def test_a_handshake_that_stalls_is_cut_off_on_the_server(
     server = SecureAssociation(
         server_transport, ssl_context=server_context(), server_side=True, handshake_timeout=5
     )
-    async with run_association(server):
+    async with no_leaks(), run_association(server):
         # A ClientHello record announcing 100 bytes, of which 10 ever arrive.
         await client.send_message(b"\x16\x03\x01\x00\x64" + bytes(10), stream=1)
         with pytest.raises(AssociationAbortedError):

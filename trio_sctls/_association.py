@@ -920,8 +920,11 @@ async def run_association(
                 with trio.move_on_after(handshake_timeout) as scope:
                     await association._start(nursery)
                 if scope.cancelled_caught:
+                    # Name a stream still waiting, where there is one.
+                    waiting = min(association._awaiting, default=None)
                     error = HandshakeError(
-                        f"handshakes did not complete within {handshake_timeout} s"
+                        f"handshakes did not complete within {handshake_timeout} s",
+                        stream=waiting,
                     )
                     association._fail(error)
                     raise error
