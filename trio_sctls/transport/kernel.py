@@ -304,6 +304,9 @@ class KernelTransport(MessageTransport):
         self._known_empty = False
         self._ending: _Ending | None = None
         self._error: tuple[type[AssociationError], str, int | None] | None = None
+        # A send saw ECONNRESET: that consumed the socket's pending error, so COMM_LOST
+        # handling must not take SO_ERROR == 0 to mean "lost" rather than "aborted".
+        self._peer_reset = False
         self._shutdown_received = False
         # Send state: senders that found the buffer full queue here.
         self._send_lock = trio.StrictFIFOLock()
@@ -403,6 +406,7 @@ class KernelTransport(MessageTransport):
         if self._error is not None:
             return self._error_exception()
         if exc.errno == errno.ECONNRESET:
+            self._peer_reset = True
             return AssociationAbortedError("the peer aborted the association")
         if exc.errno == errno.ETIMEDOUT:
             return AssociationLostError("the association was lost (peer unreachable)")
@@ -765,7 +769,7 @@ class KernelTransport(MessageTransport):
             cause, length = struct.unpack_from("!HH", info)
             if cause == _USER_INITIATED_ABORT and length > 4:
                 reason = bytes(info[4:length]).decode(errors="replace")
-        if so_error == errno.ECONNRESET:
+        if so_error == errno.ECONNRESET or self._peer_reset:
             detail = f" ({_cause_text(cause)})" if cause else ""
             if reason:
                 detail = f": {reason}"
