@@ -1,0 +1,207 @@
+"""Options objects: every tunable of a transport and of an association, validated once.
+
+The entry points (:func:`~trio_sctls.open_association`, :func:`~trio_sctls.serve`, ...)
+take keyword arguments for convenience and fold them into these frozen dataclasses,
+which are what the layers below receive. A program that opens many associations with
+the same settings builds one object and passes it whole (``options=``), as aioquic's
+``QuicConfiguration`` is passed around.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+from ._tls import SessionCache
+from .transport._base import DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE
+
+HandshakeStrategy = Literal["parallel", "resume", "lazy"]
+OverflowPolicy = Literal["pause", "abort"]
+TransportName = Literal["auto", "kernel", "udp", "memory"]
+
+#: Unread bytes one stream may hold before the overflow policy applies: several
+#: maximum-size TLS records, so a reader that is merely slow never trips it.
+DEFAULT_STREAM_BUDGET = 256 * 1024
+#: Unread bytes the whole association may hold.
+DEFAULT_ASSOCIATION_BUDGET = 4 * 1024 * 1024
+#: Seconds a handshake may take once started: the client's strategy as a whole; on the
+#: server, each channel from its first ClientHello byte.
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+#: Seconds to wait for the peer's close_notify on each channel when closing.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+#: The process-wide cache of client TLS sessions, used when none is given.
+default_session_cache = SessionCache()
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "unset"
+
+
+#: "Not given", for keyword arguments where ``None`` means something (``session_cache``).
+UNSET: Final = Unset.UNSET
+
+
+def _check_count(name: str, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{name} must be in 1..65535, not {value}")
+
+
+def _check_port(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError(f"{name} must be in 0..65535, not {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """How to set up the SCTP association itself, on any transport.
+
+    Attributes:
+        transport: ``"kernel"`` (Linux SCTP), ``"udp"`` (our own SCTP over UDP, RFC
+            6951), ``"memory"`` (in-process peers only) or ``"auto"`` (kernel where this
+            kernel has SCTP, udp otherwise).
+        outbound_streams: streams we ask for (the association gets at most the peer's
+            maximum inbound count).
+        max_inbound_streams: the most streams we accept from the peer.
+        max_message_size: the largest message accepted from the peer (a larger one
+            aborts the association) and the largest we agree to send. RFC 3436 needs at
+            least 2**14 + 2048 + 5 bytes, the largest TLS 1.2 record.
+        local_addresses: local addresses to bind (several for multihoming on kernel
+            SCTP; udp uses the first); ``None`` binds the wildcard address.
+        udp_port: (udp) our UDP port. Clients default to an ephemeral one, servers to
+            9899, the IANA port that the servers of one process share.
+        remote_udp_port: (udp, clients) the peer's UDP port; default 9899.
+    """
+
+    transport: TransportName = "auto"
+    outbound_streams: int = 10
+    max_inbound_streams: int = 10
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    local_addresses: tuple[str, ...] | None = None
+    udp_port: int | None = None
+    remote_udp_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("auto", "kernel", "udp", "memory"):
+            raise ValueError(
+                f"unknown transport {self.transport!r}; use 'auto', 'kernel', 'udp' or 'memory'"
+            )
+        _check_count("outbound_streams", self.outbound_streams)
+        _check_count("max_inbound_streams", self.max_inbound_streams)
+        if self.max_message_size < MIN_MAX_MESSAGE_SIZE:
+            raise ValueError(
+                f"max_message_size must be at least {MIN_MAX_MESSAGE_SIZE} "
+                "(the largest TLS record, RFC 3436 section 3.2)"
+            )
+        _check_port("udp_port", self.udp_port)
+        _check_port("remote_udp_port", self.remote_udp_port)
+        if self.local_addresses is not None:
+            if isinstance(self.local_addresses, str):
+                object.__setattr__(self, "local_addresses", (self.local_addresses,))
+            else:
+                object.__setattr__(self, "local_addresses", tuple(self.local_addresses))
+        # With "auto" the UDP options apply where auto means udp and are ignored on
+        # kernel SCTP, so one program runs on both kinds of machine.
+        if self.transport in ("kernel", "memory") and (
+            self.udp_port,
+            self.remote_udp_port,
+        ) != (None, None):
+            raise ValueError(
+                f"udp_port and remote_udp_port apply to transport='udp', not {self.transport!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationOptions:
+    """How the TLS channels of a :class:`~trio_sctls.SecureAssociation` behave.
+
+    Attributes:
+        handshake: ``"parallel"`` (every channel at once), ``"resume"`` (a full
+            handshake on stream 0, then the others resume its session) or ``"lazy"``
+            (each channel on first use). RFC 3436 section 8. The server side pairs with
+            any of them.
+        session_cache: (client) where TLS sessions are kept for later associations to
+            resume, or ``None`` not to resume across associations. Default: one cache
+            for the process.
+        ppid: the payload protocol identifier on every TLS record sent.
+        stream_budget: unread bytes one stream may buffer before ``overflow`` applies.
+        association_budget: unread bytes the whole association may buffer.
+        overflow: at a budget, ``"pause"`` (stop reading the transport, so SCTP's
+            window pushes back on the peer) or ``"abort"`` (abort with
+            :class:`~trio_sctls.BufferLimitError`).
+        plain_streams: accept plain messages on the unidirectional streams beyond the
+            TLS range (RFC 3436 section 7); otherwise such data is a protocol error.
+        handshake_timeout: seconds for the handshakes (see
+            :data:`DEFAULT_HANDSHAKE_TIMEOUT`).
+        close_timeout: seconds to wait for the peer's close_notify when closing.
+        ticket_timeout: (client, ``"resume"``, TLS 1.3) seconds to wait for a session
+            ticket on stream 0; default: scaled from stream 0's handshake time.
+    """
+
+    handshake: HandshakeStrategy = "parallel"
+    session_cache: SessionCache | None = default_session_cache
+    ppid: int = 0
+    stream_budget: int = DEFAULT_STREAM_BUDGET
+    association_budget: int = DEFAULT_ASSOCIATION_BUDGET
+    overflow: OverflowPolicy = "pause"
+    plain_streams: bool = False
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    ticket_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.handshake not in ("parallel", "resume", "lazy"):
+            raise ValueError(
+                f"unknown handshake strategy {self.handshake!r}; use 'parallel', 'resume' or 'lazy'"
+            )
+        if self.overflow not in ("pause", "abort"):
+            raise ValueError(f"unknown overflow policy {self.overflow!r}; use 'pause' or 'abort'")
+        if not 0 <= self.ppid < 2**32:
+            raise ValueError(f"ppid {self.ppid} does not fit in 32 bits")
+        if self.stream_budget < MIN_MAX_MESSAGE_SIZE:
+            # A budget below one record would pause (or abort) on every record.
+            raise ValueError(f"stream_budget must be at least {MIN_MAX_MESSAGE_SIZE} bytes")
+        if self.association_budget < self.stream_budget:
+            raise ValueError("association_budget must be at least stream_budget")
+        for name in ("handshake_timeout", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.ticket_timeout is not None and not self.ticket_timeout >= 0:
+            raise ValueError("ticket_timeout must be at least 0")
+
+
+_Options = TypeVar("_Options", TransportOptions, AssociationOptions)
+
+
+def with_overrides(
+    base: _Options | None, cls: type[_Options], overrides: dict[str, Any]
+) -> _Options:
+    """``base`` (or the defaults) with the keyword arguments that were given (neither
+    ``None`` nor :data:`UNSET`) laid over it, validated once."""
+    given = {
+        key: value for key, value in overrides.items() if value is not None and value is not UNSET
+    }
+    if base is None:
+        return cls(**given)
+    return dataclasses.replace(base, **given) if given else base
+
+
+def local_addresses(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """Normalise a host or list of hosts."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+__all__ = [
+    "AssociationOptions",
+    "TransportOptions",
+    "default_session_cache",
+]
