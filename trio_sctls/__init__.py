@@ -21,6 +21,7 @@ from ._errors import AssociationLostError as AssociationLostError
 from ._errors import BufferLimitError as BufferLimitError
 from ._errors import HandshakeError as HandshakeError
 from ._errors import PeerIdentityError as PeerIdentityError
+from ._errors import PeerShutdownError as PeerShutdownError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SCTLSError as SCTLSError
 from ._errors import SCTPNotSupportedError as SCTPNotSupportedError

@@ -44,6 +44,11 @@ class AssociationAbortedError(AssociationError):
     """The association was aborted (an SCTP ABORT was sent or received)."""
 
 
+class PeerShutdownError(AssociationError):
+    """The peer shut the association down gracefully (SCTP SHUTDOWN, RFC 9260 section
+    9.2): what it sent before is still delivered, but nothing new may be sent."""
+
+
 class AssociationLostError(AssociationError):
     """The association failed (retransmission limit reached, peer unreachable)."""
 
