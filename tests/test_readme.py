@@ -1,18 +1,84 @@
-"""The README's runnable example runs, and prints what it promises."""
+"""Every Python block in the README is checked: each is type-checked with mypy (strict,
+the project's configuration), and each marked ``<!-- readme: run -->`` runs as written
+and exits cleanly. A block needs a marker (``run`` or ``typecheck``), so a new example
+cannot slip in unchecked."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
-def test_the_try_it_example_runs() -> None:
+@dataclass(frozen=True)
+class Block:
+    line: int
+    mode: str
+    code: str
+
+    @property
+    def name(self) -> str:
+        return f"readme_line_{self.line}"
+
+
+def blocks() -> list[Block]:
     text = README.read_text()
-    section = text.split("## Try it", 1)[1]
+    found = []
+    start = 0
+    for match in re.finditer(r"```python\n(.*?)```", text, re.DOTALL):
+        before = text[start : match.start()]
+        markers = re.findall(r"<!-- readme: (run|typecheck) -->", before)
+        line = text.count("\n", 0, match.start()) + 1
+        found.append(Block(line, markers[-1] if markers else "", match.group(1)))
+        start = match.end()
+    return found
+
+
+def test_every_python_block_says_how_it_is_checked() -> None:
+    unmarked = [block.line for block in blocks() if not block.mode]
+    assert blocks() and not unmarked, f"README python blocks without a marker: {unmarked}"
+
+
+def test_every_python_block_type_checks(tmp_path: Path) -> None:
+    paths = []
+    for block in blocks():
+        path = tmp_path / f"{block.name}.py"
+        path.write_text(block.code)
+        paths.append(str(path))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), *paths],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in blocks() if b.mode == "run"], ids=lambda block: block.name
+)
+def test_the_block_runs(block: Block) -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", block.code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_try_it_example_prints_what_it_promises() -> None:
+    section = README.read_text().split("## Try it", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert code is not None
     result = subprocess.run(

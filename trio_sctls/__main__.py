@@ -21,7 +21,9 @@ from typing import Any
 import trio
 
 from . import SecureAssociation, kernel_sctp_available, open_association, serve
-from ._api import TransportName, resolve_transport
+from ._api import resolve_transport
+from ._options import TransportName
+from .transport.udp import UDPListener
 
 SERVER_NAME = "demo.trio-sctls.test"
 
@@ -46,18 +48,11 @@ class Traffic:
 def demo_contexts(version: ssl.TLSVersion | None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A throwaway CA and server certificate; returns (server, client) contexts."""
     try:
-        import trustme
+        from .testing import trusted_contexts
+
+        return trusted_contexts(SERVER_NAME, version=version)
     except ImportError:  # pragma: no cover - depends on the installation
         sys.exit("the demo makes its certificates with trustme: pip install 'trio-sctls[demo]'")
-    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA).configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    if version is not None:
-        for context in (server, client):
-            context.minimum_version = context.maximum_version = version
-    return server, client
 
 
 async def echo_handler(association: SecureAssociation) -> None:
@@ -137,12 +132,10 @@ async def run_demo(
             )
         )
         client_udp: dict[str, Any] = {}
-        if kind == "udp":
-            client_udp["remote_udp_port"] = listener.udp_port
-            print(
-                f"SCTP port {listener.port}, carried in UDP datagrams to 127.0.0.1:"
-                f"{listener.udp_port}"
-            )
+        if isinstance(listener.transport_listener, UDPListener):
+            udp_port = listener.transport_listener.udp_port
+            client_udp["remote_udp_port"] = udp_port
+            print(f"SCTP port {listener.port}, carried in UDP datagrams to 127.0.0.1:{udp_port}")
         started = time.perf_counter()
         async with open_association(
             "127.0.0.1",

@@ -10,10 +10,9 @@ the same settings builds one object and passes it whole (``options=``), as aioqu
 from __future__ import annotations
 
 import dataclasses
-import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Literal, TypedDict
 
 from ._tls import SessionCache
 from .transport._base import DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE
@@ -35,16 +34,6 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 
 #: The process-wide cache of client TLS sessions, used when none is given.
 default_session_cache = SessionCache()
-
-
-class Unset(enum.Enum):
-    """The type of :data:`UNSET`."""
-
-    UNSET = "unset"
-
-
-#: "Not given", for keyword arguments where ``None`` means something (``session_cache``).
-UNSET: Final = Unset.UNSET
 
 
 def _check_count(name: str, value: int) -> None:
@@ -175,33 +164,80 @@ class AssociationOptions:
             raise ValueError("ticket_timeout must be at least 0")
 
 
-_Options = TypeVar("_Options", TransportOptions, AssociationOptions)
+class TransportKeywords(TypedDict, total=False):
+    """The fields of :class:`TransportOptions`, as keyword arguments of the entry points."""
+
+    transport: TransportName
+    outbound_streams: int
+    max_inbound_streams: int
+    max_message_size: int
+    local_addresses: Sequence[str] | None
+    udp_port: int | None
+    remote_udp_port: int | None
 
 
-def with_overrides(
-    base: _Options | None, cls: type[_Options], overrides: dict[str, Any]
-) -> _Options:
-    """``base`` (or the defaults) with the keyword arguments that were given (neither
-    ``None`` nor :data:`UNSET`) laid over it, validated once."""
-    given = {
-        key: value for key, value in overrides.items() if value is not None and value is not UNSET
-    }
+class AssociationKeywords(TypedDict, total=False):
+    """The fields of :class:`AssociationOptions`, as keyword arguments of the entry
+    points."""
+
+    handshake: HandshakeStrategy
+    session_cache: SessionCache | None
+    ppid: int
+    stream_budget: int
+    association_budget: int
+    overflow: OverflowPolicy
+    plain_streams: bool
+    handshake_timeout: float
+    close_timeout: float
+    ticket_timeout: float | None
+
+
+class SecureKeywords(TransportKeywords, AssociationKeywords, total=False):
+    """The fields of both options objects, as keyword arguments of the TLS entry
+    points."""
+
+
+_TRANSPORT_FIELDS = frozenset(field.name for field in dataclasses.fields(TransportOptions))
+_ASSOCIATION_FIELDS = frozenset(field.name for field in dataclasses.fields(AssociationOptions))
+
+
+def make_transport_options(
+    base: TransportOptions | None, overrides: Mapping[str, Any]
+) -> TransportOptions:
+    """``base`` (or the defaults) with the transport fields of ``overrides`` laid over
+    it, validated once. Keys that are not transport fields are left for
+    :func:`make_association_options`."""
+    given = {key: value for key, value in overrides.items() if key in _TRANSPORT_FIELDS}
     if base is None:
-        return cls(**given)
+        return TransportOptions(**given)
     return dataclasses.replace(base, **given) if given else base
 
 
-def local_addresses(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """Normalise a host or list of hosts."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
+def make_association_options(
+    base: AssociationOptions | None, overrides: Mapping[str, Any]
+) -> AssociationOptions:
+    """``base`` (or the defaults) with the association fields of ``overrides`` laid
+    over it, validated once."""
+    given = {key: value for key, value in overrides.items() if key in _ASSOCIATION_FIELDS}
+    if base is None:
+        return AssociationOptions(**given)
+    return dataclasses.replace(base, **given) if given else base
+
+
+def check_keywords(overrides: Mapping[str, Any], *, secure: bool) -> None:
+    """Refuse keyword arguments that are not option fields (a typo must not pass
+    silently)."""
+    known = _TRANSPORT_FIELDS | _ASSOCIATION_FIELDS if secure else _TRANSPORT_FIELDS
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
 
 
 __all__ = [
+    "AssociationKeywords",
     "AssociationOptions",
+    "SecureKeywords",
+    "TransportKeywords",
     "TransportOptions",
     "default_session_cache",
 ]
