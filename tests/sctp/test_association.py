@@ -18,7 +18,7 @@ from trio_sctls.sctp import (
     ShutdownComplete,
     ShutdownReceived,
     State,
-    StreamsReset,
+    StreamResetDone,
 )
 from trio_sctls.sctp._causes import OutOfResource, UserInitiatedAbort
 from trio_sctls.sctp._chunks import (
@@ -372,8 +372,8 @@ def test_stream_reset_restarts_sequence_numbers_after_queued_data() -> None:
     assert net.b.messages(1) == [f"before{i}".encode() for i in range(5)] + [
         f"after{i}".encode() for i in range(3)
     ]
-    assert StreamsReset((1,), outgoing=True) in net.a.events
-    assert StreamsReset((1,), outgoing=False) in net.b.events
+    assert StreamResetDone((1,), outgoing=True) in net.a.events
+    assert StreamResetDone((1,), outgoing=False) in net.b.events
     assert [ssn for s, ssn in ssns.values() if s == 1] == [0, 1, 2, 3, 4, 0, 1, 2]
 
 
@@ -395,7 +395,7 @@ def test_stream_reset_is_deferred_while_data_is_missing() -> None:
     a.send(b"second", stream=0)
     assert net.run_until(lambda: len(net.b.messages()) == 2, 30)
     assert net.b.messages() == [b"first", b"second"]
-    assert StreamsReset((0,), outgoing=True) in net.a.events
+    assert StreamResetDone((0,), outgoing=True) in net.a.events
 
 
 def test_stream_reset_needs_peer_support() -> None:

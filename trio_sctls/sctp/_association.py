@@ -44,7 +44,7 @@ from ._chunks import (
     unknown_chunk_action,
 )
 from ._config import SCTPConfig
-from ._errors import LocalProtocolError, ParseError, RemoteProtocolError
+from ._errors import LocalProtocolError, ParseError, ProtocolViolation
 from ._events import (
     AssociationAborted,
     Event,
@@ -240,7 +240,7 @@ class Association(HandshakeMixin):
                 )
                 if not keep_going or self._state is State.CLOSED:
                     break
-        except RemoteProtocolError as exc:
+        except ProtocolViolation as exc:
             causes = (exc.cause,) if exc.cause is not None else ()
             self._abort(causes, str(exc))
             return
@@ -275,7 +275,7 @@ class Association(HandshakeMixin):
         if recv is None or self._state not in RECEIVING:
             return True
         if not chunk.user_data:
-            raise RemoteProtocolError("DATA chunk without user data", NoUserData(chunk.tsn))
+            raise ProtocolViolation("DATA chunk without user data", NoUserData(chunk.tsn))
         self._packet_has_data = True
         if chunk.immediate:
             self._immediate = True

@@ -257,7 +257,7 @@ class UserInitiatedAbort(_OpaqueCause):
 
 
 @dataclass(frozen=True, slots=True)
-class ProtocolViolation(_OpaqueCause):
+class ProtocolViolationCause(_OpaqueCause):
     """Protocol Violation (cause 13): free-form additional information."""
 
     CODE: ClassVar[int] = 13
@@ -280,7 +280,7 @@ CAUSE_CLASSES: tuple[type[KnownCause], ...] = (
     CookieWhileShuttingDown,
     RestartWithNewAddresses,
     UserInitiatedAbort,
-    ProtocolViolation,
+    ProtocolViolationCause,
 )
 #: Cause code -> class, for every error cause of RFC 9260.
 CAUSE_TYPES: dict[int, type[KnownCause]] = {cls.CODE: cls for cls in CAUSE_CLASSES}
