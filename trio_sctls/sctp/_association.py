@@ -12,7 +12,6 @@ module holds the public API, chunk dispatch with the verification-tag rules of S
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Callable, Iterable
 
@@ -43,7 +42,6 @@ from ._chunks import (
     ShutdownCompleteChunk,
     unknown_chunk_action,
 )
-from ._config import SCTPConfig
 from ._errors import LocalProtocolError, ParseError, ProtocolViolation
 from ._events import (
     AssociationAborted,
@@ -79,25 +77,6 @@ class Association(HandshakeMixin):
     A fresh association either calls :meth:`connect` (client) or waits: while it has
     never been used it answers INIT statelessly and comes up on a valid COOKIE ECHO.
     """
-
-    def __init__(
-        self,
-        config: SCTPConfig | None = None,
-        *,
-        local_port: int = 9899,
-        remote_port: int = 9899,
-        secret: bytes | None = None,
-        cookie_context: bytes = b"",
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            local_port=local_port,
-            remote_port=remote_port,
-            secret=secret,
-            cookie_context=cookie_context,
-            rng=rng,
-        )
 
     # == public API ==========================================================================
 

@@ -14,7 +14,7 @@ it), so readers accept a short tail.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import ClassVar, Self, TypeVar
 
 from ._errors import ParseError
@@ -32,6 +32,11 @@ def pad4(n: int) -> int:
 def tlv(type_: int, value: bytes) -> bytes:
     """Serialise one TLV, padded to a multiple of 4 bytes."""
     return _TL.pack(type_, 4 + len(value)) + value + PADDING[-len(value) % 4]
+
+
+def join_tlvs(items: Iterable[Tlv]) -> bytes:
+    """Serialise parameters or error causes back to back, each padded."""
+    return b"".join(bytes(item) for item in items)
 
 
 def iter_tlvs(buf: bytes | memoryview, what: str) -> Iterator[tuple[int, memoryview]]:
