@@ -30,7 +30,16 @@ from trio_sctls.sctp._chunks import (
 )
 from trio_sctls.sctp._params import CookiePreservative
 
-from .harness import Net, chunks_of, connected, data_chunks, fast_config, pair, tap
+from .harness import (
+    Net,
+    chunks_of,
+    connected,
+    data_chunks,
+    fast_config,
+    lose_first_data,
+    pair,
+    tap,
+)
 
 
 def test_handshake_negotiates_the_smaller_stream_counts() -> None:
@@ -84,15 +93,7 @@ def test_fragments_respect_the_mtu_with_the_udp_header_subtracted() -> None:
 
 def test_unordered_message_overtakes_a_lost_ordered_one() -> None:
     net = connected(pair())
-    dropped: list[int] = []
-
-    def lose_first_data(i: int, d: bytes, now: float) -> list[bytes]:
-        if i == 0 and data_chunks(d) and not dropped:
-            dropped.append(1)
-            return []
-        return [d]
-
-    net.hook = lose_first_data
+    net.hook = lose_first_data()
     a = net.a.assoc
     a.send(b"ordered-1", stream=0)
     net.pump()
@@ -380,15 +381,7 @@ def test_stream_reset_restarts_sequence_numbers_after_queued_data() -> None:
 def test_stream_reset_is_deferred_while_data_is_missing() -> None:
     net = connected(pair())
     a = net.a.assoc
-    dropped: list[int] = []
-
-    def lose_first(i: int, d: bytes, now: float) -> list[bytes]:
-        if i == 0 and data_chunks(d) and not dropped:
-            dropped.append(1)
-            return []
-        return [d]
-
-    net.hook = lose_first
+    net.hook = lose_first_data()
     a.send(b"first", stream=0)
     net.pump()
     a.reset_streams([0], net.now)
