@@ -238,3 +238,17 @@ def tap(sink: Callable[[int, bytes, float], object]) -> Hook:
         return [d]
 
     return hook
+
+
+def lose_first_data() -> Hook:
+    """A hook that drops the first datagram from ``a`` carrying DATA, once."""
+    dropped = False
+
+    def hook(i: int, d: bytes, now: float) -> list[bytes]:
+        nonlocal dropped
+        if i == 0 and not dropped and data_chunks(d):
+            dropped = True
+            return []
+        return [d]
+
+    return hook

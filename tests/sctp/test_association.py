@@ -18,7 +18,7 @@ from trio_sctls.sctp import (
     ShutdownComplete,
     ShutdownReceived,
     State,
-    StreamsReset,
+    StreamResetDone,
 )
 from trio_sctls.sctp._causes import OutOfResource, UserInitiatedAbort
 from trio_sctls.sctp._chunks import (
@@ -30,7 +30,16 @@ from trio_sctls.sctp._chunks import (
 )
 from trio_sctls.sctp._params import CookiePreservative
 
-from .harness import Net, chunks_of, connected, data_chunks, fast_config, pair, tap
+from .harness import (
+    Net,
+    chunks_of,
+    connected,
+    data_chunks,
+    fast_config,
+    lose_first_data,
+    pair,
+    tap,
+)
 
 
 def test_handshake_negotiates_the_smaller_stream_counts() -> None:
@@ -84,15 +93,7 @@ def test_fragments_respect_the_mtu_with_the_udp_header_subtracted() -> None:
 
 def test_unordered_message_overtakes_a_lost_ordered_one() -> None:
     net = connected(pair())
-    dropped: list[int] = []
-
-    def lose_first_data(i: int, d: bytes, now: float) -> list[bytes]:
-        if i == 0 and data_chunks(d) and not dropped:
-            dropped.append(1)
-            return []
-        return [d]
-
-    net.hook = lose_first_data
+    net.hook = lose_first_data()
     a = net.a.assoc
     a.send(b"ordered-1", stream=0)
     net.pump()
@@ -372,30 +373,22 @@ def test_stream_reset_restarts_sequence_numbers_after_queued_data() -> None:
     assert net.b.messages(1) == [f"before{i}".encode() for i in range(5)] + [
         f"after{i}".encode() for i in range(3)
     ]
-    assert StreamsReset((1,), outgoing=True) in net.a.events
-    assert StreamsReset((1,), outgoing=False) in net.b.events
+    assert StreamResetDone((1,), outgoing=True) in net.a.events
+    assert StreamResetDone((1,), outgoing=False) in net.b.events
     assert [ssn for s, ssn in ssns.values() if s == 1] == [0, 1, 2, 3, 4, 0, 1, 2]
 
 
 def test_stream_reset_is_deferred_while_data_is_missing() -> None:
     net = connected(pair())
     a = net.a.assoc
-    dropped: list[int] = []
-
-    def lose_first(i: int, d: bytes, now: float) -> list[bytes]:
-        if i == 0 and data_chunks(d) and not dropped:
-            dropped.append(1)
-            return []
-        return [d]
-
-    net.hook = lose_first
+    net.hook = lose_first_data()
     a.send(b"first", stream=0)
     net.pump()
     a.reset_streams([0], net.now)
     a.send(b"second", stream=0)
     assert net.run_until(lambda: len(net.b.messages()) == 2, 30)
     assert net.b.messages() == [b"first", b"second"]
-    assert StreamsReset((0,), outgoing=True) in net.a.events
+    assert StreamResetDone((0,), outgoing=True) in net.a.events
 
 
 def test_stream_reset_needs_peer_support() -> None:

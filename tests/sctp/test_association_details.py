@@ -31,7 +31,17 @@ from trio_sctls.sctp._chunks import (
 from trio_sctls.sctp._outbound import RTOEstimator
 from trio_sctls.sctp._params import UnknownParam
 
-from .harness import Net, Node, chunks_of, connected, data_chunks, fast_config, pair, tap
+from .harness import (
+    Net,
+    Node,
+    chunks_of,
+    connected,
+    data_chunks,
+    fast_config,
+    lose_first_data,
+    pair,
+    tap,
+)
 
 
 def test_rto_follows_section_6_3_1() -> None:
@@ -54,15 +64,7 @@ def test_retransmitted_chunks_give_no_rtt_sample() -> None:
     # Karn's rule: the RTT measured across a retransmission would be wrong.
     net = connected(pair(fast_config(rto_initial=1.0, rto_min=1.0)))
     a = net.a.assoc
-    first = [True]
-
-    def lose_first(i: int, d: bytes, now: float) -> list[bytes]:
-        if i == 0 and data_chunks(d) and first[0]:
-            first[0] = False
-            return []
-        return [d]
-
-    net.hook = lose_first
+    net.hook = lose_first_data()
     srtt_before = a._send.rto.srtt  # type: ignore[union-attr]
     a.send(b"once lost")
     assert net.run_until(lambda: net.b.messages() == [b"once lost"])
@@ -71,12 +73,18 @@ def test_retransmitted_chunks_give_no_rtt_sample() -> None:
     assert a.rto == 2.0  # backed off, and not reset by a measurement
 
 
-def test_one_packet_is_acknowledged_after_the_delayed_sack_timer() -> None:
-    net = connected(pair())
+def _record_sack_times(net: Net) -> list[float]:
+    """Hook ``net`` to note when each SACK is sent; the list fills as the net runs."""
     sacks: list[float] = []
     net.hook = tap(
         lambda i, d, now: sacks.extend(now for c in chunks_of(d) if isinstance(c, SackChunk))
     )
+    return sacks
+
+
+def test_one_packet_is_acknowledged_after_the_delayed_sack_timer() -> None:
+    net = connected(pair())
+    sacks = _record_sack_times(net)
     start = net.now
     net.a.assoc.send(b"one")
     net.run_for(1)
@@ -86,10 +94,7 @@ def test_one_packet_is_acknowledged_after_the_delayed_sack_timer() -> None:
 
 def test_every_second_packet_is_acknowledged_at_once() -> None:
     net = connected(pair())
-    sacks: list[float] = []
-    net.hook = tap(
-        lambda i, d, now: sacks.extend(now for c in chunks_of(d) if isinstance(c, SackChunk))
-    )
+    sacks = _record_sack_times(net)
     start = net.now
     net.a.assoc.send(bytes(1000))
     net.a.assoc.send(bytes(1000))  # two full packets

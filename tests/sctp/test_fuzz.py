@@ -67,7 +67,7 @@ def corpus() -> tuple[bytes, ...]:
     crafted: list[Chunk] = [
         AbortChunk(tuple(CAUSES), reflected=True),
         ErrorChunk(tuple(CAUSES)),
-        ReconfigChunk(tuple(p for p in PARAMS if p.param_type in range(13, 19))),
+        ReconfigChunk(tuple(p for p in PARAMS if p.code in range(13, 19))),
         InitChunk(7, 1500, 3, 3, 9, tuple(PARAMS)),
         ForwardTsnChunk(3, ((1, 2),)),
         UnknownChunk(0xFE, 1, b"unknown"),

@@ -29,7 +29,7 @@ from trio_sctls.sctp import (
     SCTPConfig,
     ShutdownComplete,
     ShutdownReceived,
-    StreamsReset,
+    StreamResetDone,
 )
 
 pytestmark = pytest.mark.kernel
@@ -162,13 +162,13 @@ def test_our_client_against_a_kernel_server(udp: tuple[socket.socket, tuple[str,
 
     if up.reconfig:
         client.reset_streams([0], time.monotonic())
-        events = drive(client, sock, kernel, lambda e: StreamsReset((0,), True) in e, 10)
+        events = drive(client, sock, kernel, lambda e: StreamResetDone((0,), True) in e, 10)
         client.send(b"after our reset")
         drive(client, sock, kernel, lambda e: client.queued_bytes == 0)
         assert _recv_exact(conn, 15) == b"after our reset"
         # The kernel resets its outgoing stream 0 (flags 2 = outgoing).
         conn.setsockopt(IPPROTO_SCTP, SCTP_RESET_STREAMS, struct.pack("IHHH", 0, 2, 1, 0))
-        drive(client, sock, kernel, lambda e: StreamsReset((0,), False) in e, 10)
+        drive(client, sock, kernel, lambda e: StreamResetDone((0,), False) in e, 10)
         conn.sendall(b"post")
         events = drive(client, sock, kernel, lambda e: _received(e) == b"post", 10)
 

@@ -25,17 +25,29 @@ messages = st.lists(
 )
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,
-)
+# What the simulated network may do, shared by every property below.
+seeds = st.integers(0, 2**32 - 1)
+losses = st.floats(0.0, 0.2)
+reorders = st.floats(0.0, 0.3)
+
+
+def simulation_settings(max_examples: int) -> settings:
+    """Settings for these properties: each example simulates a whole association,
+    which is slow by nature, and the examples are derandomized so CI is reproducible."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True,
+    )
+
+
+@simulation_settings(150)
 @given(
-    seed=st.integers(0, 2**32 - 1),
-    loss=st.floats(0.0, 0.2),
+    seed=seeds,
+    loss=losses,
     duplicate=st.floats(0.0, 0.1),
-    reorder=st.floats(0.0, 0.3),
+    reorder=reorders,
     jitter=st.floats(0.0, 0.02),
     endpoint=st.booleans(),
     closer=st.integers(0, 2),
@@ -97,16 +109,11 @@ def test_every_stream_delivers_exactly_what_was_sent_in_order(
     assert net.b.events[-1] == ShutdownComplete()
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,
-)
+@simulation_settings(60)
 @given(
-    seed=st.integers(0, 2**32 - 1),
-    loss=st.floats(0.0, 0.2),
-    reorder=st.floats(0.0, 0.3),
+    seed=seeds,
+    loss=losses,
+    reorder=reorders,
     read_every=st.floats(0.01, 2.0),
     sizes=st.lists(st.integers(1, 6000), min_size=1, max_size=40),
 )

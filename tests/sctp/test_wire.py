@@ -16,7 +16,7 @@ from trio_sctls.sctp._causes import (
     MissingMandatoryParameter,
     NoUserData,
     OutOfResource,
-    ProtocolViolation,
+    ProtocolViolationCause,
     RestartWithNewAddresses,
     StaleCookie,
     UnknownCause,
@@ -107,7 +107,7 @@ CAUSES: list[ErrorCause] = [
     CookieWhileShuttingDown(),
     RestartWithNewAddresses(bytes(IPv4AddressParam(IPv4Address("10.0.0.1")))),
     UserInitiatedAbort(b"going away"),
-    ProtocolViolation(b"bad"),
+    ProtocolViolationCause(b"bad"),
     UnknownCause(77, b"q"),
 ]
 
@@ -121,7 +121,7 @@ CHUNKS: list[Chunk] = [
     HeartbeatChunk(b"info"),
     HeartbeatAckChunk(b"info!"),
     AbortChunk(),
-    AbortChunk((UserInitiatedAbort(b"bye"), ProtocolViolation(b"oops")), reflected=True),
+    AbortChunk((UserInitiatedAbort(b"bye"), ProtocolViolationCause(b"oops")), reflected=True),
     ShutdownChunk(77),
     ShutdownAckChunk(),
     ErrorChunk((InvalidStreamIdentifier(3), StaleCookie(5))),

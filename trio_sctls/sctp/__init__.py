@@ -50,7 +50,7 @@ What the application sees
   :class:`AssociationAborted` with ``by_peer=True``. A peer that stops answering is
   reported as :class:`AssociationLost` after Association.Max.Retrans retransmissions.
 * ``reset_streams(ids, now)`` (RFC 6525) resets our outgoing streams after everything
-  already queued on them; both ends see :class:`StreamsReset`.
+  already queued on them; both ends see :class:`StreamResetDone`.
 
 How it is built, and the hazards
 --------------------------------
@@ -102,7 +102,7 @@ from ._config import SCTPConfig as SCTPConfig
 from ._endpoint import Endpoint as Endpoint
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ParseError as ParseError
-from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._errors import ProtocolViolation as ProtocolViolation
 from ._errors import SCTPError as SCTPError
 from ._events import AssociationAborted as AssociationAborted
 from ._events import AssociationAccepted as AssociationAccepted
@@ -113,8 +113,8 @@ from ._events import MessageReceived as MessageReceived
 from ._events import PeerError as PeerError
 from ._events import ShutdownComplete as ShutdownComplete
 from ._events import ShutdownReceived as ShutdownReceived
+from ._events import StreamResetDone as StreamResetDone
 from ._events import StreamResetFailed as StreamResetFailed
-from ._events import StreamsReset as StreamsReset
 from ._handshake import abort_init as abort_init
 from ._handshake import ootb_response as ootb_response
 from ._packet import Packet as Packet

@@ -12,7 +12,6 @@ module holds the public API, chunk dispatch with the verification-tag rules of S
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Callable, Iterable
 
@@ -43,8 +42,7 @@ from ._chunks import (
     ShutdownCompleteChunk,
     unknown_chunk_action,
 )
-from ._config import SCTPConfig
-from ._errors import LocalProtocolError, ParseError, RemoteProtocolError
+from ._errors import LocalProtocolError, ParseError, ProtocolViolation
 from ._events import (
     AssociationAborted,
     Event,
@@ -79,25 +77,6 @@ class Association(HandshakeMixin):
     A fresh association either calls :meth:`connect` (client) or waits: while it has
     never been used it answers INIT statelessly and comes up on a valid COOKIE ECHO.
     """
-
-    def __init__(
-        self,
-        config: SCTPConfig | None = None,
-        *,
-        local_port: int = 9899,
-        remote_port: int = 9899,
-        secret: bytes | None = None,
-        cookie_context: bytes = b"",
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            local_port=local_port,
-            remote_port=remote_port,
-            secret=secret,
-            cookie_context=cookie_context,
-            rng=rng,
-        )
 
     # == public API ==========================================================================
 
@@ -240,7 +219,7 @@ class Association(HandshakeMixin):
                 )
                 if not keep_going or self._state is State.CLOSED:
                     break
-        except RemoteProtocolError as exc:
+        except ProtocolViolation as exc:
             causes = (exc.cause,) if exc.cause is not None else ()
             self._abort(causes, str(exc))
             return
@@ -275,7 +254,7 @@ class Association(HandshakeMixin):
         if recv is None or self._state not in RECEIVING:
             return True
         if not chunk.user_data:
-            raise RemoteProtocolError("DATA chunk without user data", NoUserData(chunk.tsn))
+            raise ProtocolViolation("DATA chunk without user data", NoUserData(chunk.tsn))
         self._packet_has_data = True
         if chunk.immediate:
             self._immediate = True

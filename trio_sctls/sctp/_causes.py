@@ -8,70 +8,39 @@ do not know are kept as :class:`UnknownCause`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 from ._errors import ParseError
-from ._tlv import iter_tlvs, need, need_at_least, tlv
+from ._tlv import KnownTlv, Tlv, need, need_at_least, parse_tlvs
 
 _U32 = struct.Struct("!I")
 
 
-class ErrorCause:
+class ErrorCause(Tlv):
     """Base class of every error cause (known or not)."""
 
     __slots__ = ()
-
-    @property
-    def cause_code(self) -> int:
-        """The 16-bit cause code."""
-        raise NotImplementedError
-
-    def value(self) -> bytes:
-        """The cause-specific information, without header or padding."""
-        raise NotImplementedError
-
-    def __bytes__(self) -> bytes:
-        return tlv(self.cause_code, self.value())
 
     def describe(self) -> str:
         """A short human-readable description, for events and logs."""
         return type(self).__name__
 
 
-class KnownCause(ErrorCause):
+class KnownCause(ErrorCause, KnownTlv):
     """An error cause this implementation understands."""
 
     __slots__ = ()
-    #: The cause code (RFC 9260, Section 3.3.10).
-    CODE: ClassVar[int]
-
-    @property
-    def cause_code(self) -> int:
-        """The 16-bit cause code."""
-        return self.CODE
-
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """Build the cause from its information bytes.
-
-        Raises:
-            ParseError: the information does not have the layout of this cause.
-        """
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
 class UnknownCause(ErrorCause):
     """An error cause whose code we do not implement, kept verbatim."""
 
-    code: int
+    # field(), not a bare annotation: the dataclass would take the base's ``code``
+    # property for this field's default.
+    code: int = field()
     raw: bytes
-
-    @property
-    def cause_code(self) -> int:
-        """The 16-bit cause code."""
-        return self.code
 
     def value(self) -> bytes:
         """The information exactly as received."""
@@ -257,7 +226,7 @@ class UserInitiatedAbort(_OpaqueCause):
 
 
 @dataclass(frozen=True, slots=True)
-class ProtocolViolation(_OpaqueCause):
+class ProtocolViolationCause(_OpaqueCause):
     """Protocol Violation (cause 13): free-form additional information."""
 
     CODE: ClassVar[int] = 13
@@ -280,7 +249,7 @@ CAUSE_CLASSES: tuple[type[KnownCause], ...] = (
     CookieWhileShuttingDown,
     RestartWithNewAddresses,
     UserInitiatedAbort,
-    ProtocolViolation,
+    ProtocolViolationCause,
 )
 #: Cause code -> class, for every error cause of RFC 9260.
 CAUSE_TYPES: dict[int, type[KnownCause]] = {cls.CODE: cls for cls in CAUSE_CLASSES}
@@ -292,8 +261,4 @@ def parse_causes(buf: bytes | memoryview) -> list[ErrorCause]:
     Raises:
         ParseError: a cause is truncated or malformed.
     """
-    out: list[ErrorCause] = []
-    for code, value in iter_tlvs(buf, "error cause"):
-        cls = CAUSE_TYPES.get(code)
-        out.append(UnknownCause(code, bytes(value)) if cls is None else cls.parse_value(value))
-    return out
+    return list(parse_tlvs(buf, CAUSE_TYPES, UnknownCause, "error cause"))

@@ -19,7 +19,7 @@ from typing import ClassVar, Self
 from ._causes import ErrorCause, parse_causes
 from ._errors import ParseError
 from ._params import HeartbeatInfo, Param, parse_params
-from ._tlv import PADDING, need, need_at_least, pad4
+from ._tlv import PADDING, join_tlvs, need, need_at_least, pad4
 
 _HEADER = struct.Struct("!BBH")
 _DATA_HEADER = struct.Struct("!BBHIHHI")
@@ -212,7 +212,7 @@ class _InitBase(KnownChunk):
             self.inbound_streams,
             self.initial_tsn,
         )
-        return fixed + b"".join(bytes(p) for p in self.params)
+        return fixed + join_tlvs(self.params)
 
 
 @dataclass(slots=True)
@@ -294,11 +294,26 @@ class HeartbeatAckChunk(HeartbeatChunk):
 
 
 @dataclass(slots=True)
-class AbortChunk(KnownChunk):
+class _CausesChunk(KnownChunk):
+    """The common layout of ERROR and ABORT: a list of error causes."""
+
+    causes: tuple[ErrorCause, ...] = ()
+
+    @classmethod
+    def parse_value(cls, flags: int, value: memoryview) -> Self:
+        """Error causes."""
+        return cls(tuple(parse_causes(value)))
+
+    def value(self) -> bytes:
+        """Error causes."""
+        return join_tlvs(self.causes)
+
+
+@dataclass(slots=True)
+class AbortChunk(_CausesChunk):
     """ABORT (RFC 9260, Section 3.3.7), with optional error causes."""
 
     TYPE: ClassVar[int] = 6
-    causes: tuple[ErrorCause, ...] = ()
     #: T bit: the packet carries the receiver's tag (reflected), not the sender's.
     reflected: bool = False
 
@@ -309,12 +324,8 @@ class AbortChunk(KnownChunk):
 
     @classmethod
     def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Error causes."""
+        """Error causes, and the T bit from the flags."""
         return cls(tuple(parse_causes(value)), bool(flags & FLAG_T))
-
-    def value(self) -> bytes:
-        """Error causes."""
-        return b"".join(bytes(c) for c in self.causes)
 
 
 @dataclass(slots=True)
@@ -357,20 +368,10 @@ class ShutdownAckChunk(_EmptyChunk):
 
 
 @dataclass(slots=True)
-class ErrorChunk(KnownChunk):
+class ErrorChunk(_CausesChunk):
     """ERROR (RFC 9260, Section 3.3.10): reports conditions that do not end the association."""
 
     TYPE: ClassVar[int] = 9
-    causes: tuple[ErrorCause, ...] = ()
-
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Error causes."""
-        return cls(tuple(parse_causes(value)))
-
-    def value(self) -> bytes:
-        """Error causes."""
-        return b"".join(bytes(c) for c in self.causes)
 
 
 @dataclass(slots=True)
@@ -434,7 +435,7 @@ class ReconfigChunk(KnownChunk):
 
     def value(self) -> bytes:
         """Parameters."""
-        return b"".join(bytes(p) for p in self.params)
+        return join_tlvs(self.params)
 
 
 @dataclass(slots=True)

@@ -9,10 +9,12 @@ errors below are what the *caller* can see:
 * :class:`ParseError`: raised by the wire-format ``parse()`` functions when bytes are not
   a well-formed SCTP structure. The association catches it and drops the packet; it only
   reaches callers who parse bytes themselves.
-* :class:`RemoteProtocolError`: the peer broke RFC 9260 in a way that ends the
+* :class:`ProtocolViolation`: the peer broke RFC 9260 in a way that ends the
   association. It is raised and caught inside the core, which turns it into an ABORT
-  carrying :attr:`RemoteProtocolError.cause`, and reported as an
+  carrying :attr:`ProtocolViolation.cause`, and reported as an
   ``AssociationAborted`` event; it is public so that tests and drivers can name it.
+  It is not :class:`trio_sctls.RemoteProtocolError`, the error a *user* sees once a
+  transport has turned that event into the end of the association.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class ParseError(SCTPError, ValueError):
     """Bytes that are not a well-formed SCTP packet, chunk, parameter or error cause."""
 
 
-class RemoteProtocolError(SCTPError):
+class ProtocolViolation(SCTPError):
     """The peer broke the protocol; the association is aborted with :attr:`cause`.
 
     Args:

@@ -80,7 +80,7 @@ class AssociationLost(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class StreamsReset(Event):
+class StreamResetDone(Event):
     """Streams were reset (RFC 6525): their sequence numbers start again from 0.
 
     Attributes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import struct
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ._causes import (
     ErrorCause,
@@ -179,7 +180,21 @@ def build_init(config: SCTPConfig, tag: int, tsn: int, preservative_ms: int = 0)
     params = our_params(config)
     if preservative_ms:
         params.append(CookiePreservative(preservative_ms))
-    return InitChunk(
+    return _with_our_fields(InitChunk, config, tag, tsn, params)
+
+
+_Init = TypeVar("_Init", InitChunk, InitAckChunk)
+
+
+def _with_our_fields(
+    cls: type[_Init], config: SCTPConfig, tag: int, tsn: int, params: list[Param]
+) -> _Init:
+    """An INIT or INIT ACK announcing our window and stream counts (Section 3.3.2).
+
+    The stream counts are what we ask for, not what was negotiated: the peer applies
+    the same minimum on its side.
+    """
+    return cls(
         initiate_tag=tag,
         a_rwnd=config.receive_buffer,
         outbound_streams=config.outbound_streams,
@@ -243,14 +258,7 @@ def build_init_ack(
     params = our_params(config)
     params.append(StateCookieParam(state.seal(secret, context)))
     params.extend(UnrecognizedParam(raw) for raw in peer.unrecognized)
-    return InitAckChunk(
-        initiate_tag=local_tag,
-        a_rwnd=config.receive_buffer,
-        outbound_streams=config.outbound_streams,
-        inbound_streams=config.max_inbound_streams,
-        initial_tsn=local_tsn,
-        params=tuple(params),
-    )
+    return _with_our_fields(InitAckChunk, config, local_tag, local_tsn, params)
 
 
 def unrecognized_cause(unrecognized: list[bytes]) -> UnrecognizedParameters:

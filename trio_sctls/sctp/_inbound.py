@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from ._causes import OutOfResource, ProtocolViolation
+from ._causes import OutOfResource, ProtocolViolationCause
 from ._chunks import DataChunk, SackChunk
 from ._config import SCTPConfig
-from ._errors import RemoteProtocolError
-from ._events import Event, MessageReceived, StreamsReset
+from ._errors import ProtocolViolation
+from ._events import Event, MessageReceived, StreamResetDone
 
 _M32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
@@ -170,7 +170,7 @@ class ReceiveSide:
         """Take one DATA chunk (its user data is not empty); return a ``DataResult``.
 
         Raises:
-            RemoteProtocolError: fragments that cannot belong together, or a message
+            ProtocolViolation: fragments that cannot belong together, or a message
                 above ``max_message_size``.
         """
         t = self.unwrap(c.tsn)
@@ -402,7 +402,7 @@ class ReceiveSide:
                 self.buffered -= charge(len(msg.data))
             stream.waiting.clear()
             stream.expected = 0
-        self._events.append(StreamsReset(streams, outgoing=False))
+        self._events.append(StreamResetDone(streams, outgoing=False))
 
 
 def _merge(left: _Run, right: _Run) -> _Run:
@@ -424,9 +424,9 @@ def _merge(left: _Run, right: _Run) -> _Run:
     return big
 
 
-def _violation(what: str) -> RemoteProtocolError:
-    return RemoteProtocolError(what, ProtocolViolation(what.encode()))
+def _violation(what: str) -> ProtocolViolation:
+    return ProtocolViolation(what, ProtocolViolationCause(what.encode()))
 
 
-def _too_big(limit: int) -> RemoteProtocolError:
-    return RemoteProtocolError(f"peer sent a message larger than {limit} bytes", OutOfResource())
+def _too_big(limit: int) -> ProtocolViolation:
+    return ProtocolViolation(f"peer sent a message larger than {limit} bytes", OutOfResource())

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from ._causes import ProtocolViolation
+from ._causes import ProtocolViolationCause
 from ._chunks import FLAG_BEGIN, FLAG_END, FLAG_UNORDERED, SackChunk, data_chunk_bytes
 from ._config import SCTPConfig
-from ._errors import RemoteProtocolError
+from ._errors import ProtocolViolation
 
 _M32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
@@ -299,7 +299,7 @@ class SendSide:
         """Process a SACK (RFC 9260, Section 6.2.1; Section 7.2 for cwnd).
 
         Raises:
-            RemoteProtocolError: the SACK acknowledges a TSN we never sent.
+            ProtocolViolation: the SACK acknowledges a TSN we never sent.
         """
         result = SackResult()
         d = (sack.cumulative_tsn_ack - self.cum_ack) & _M32
@@ -308,9 +308,9 @@ class SendSide:
         new_cum = self.cum_ack + d
         highest = self.highest_tsn_sent
         if new_cum > highest:
-            raise RemoteProtocolError(
+            raise ProtocolViolation(
                 "SACK for a TSN never sent",
-                ProtocolViolation(b"cumulative TSN ack beyond the highest TSN sent"),
+                ProtocolViolationCause(b"cumulative TSN ack beyond the highest TSN sent"),
             )
         flight_before = self.flight
         was_probing = self.probing

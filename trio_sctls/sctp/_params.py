@@ -11,69 +11,38 @@ report or not) with :func:`unknown_param_action`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import ClassVar, Self
 
 from ._errors import ParseError
-from ._tlv import iter_tlvs, need, need_at_least, tlv
+from ._tlv import KnownTlv, Tlv, need, need_at_least, parse_tlvs
 
 _U32 = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 
 
-class Param:
+class Param(Tlv):
     """Base class of every parameter (known or not)."""
 
     __slots__ = ()
 
-    @property
-    def param_type(self) -> int:
-        """The 16-bit parameter type code."""
-        raise NotImplementedError
 
-    def value(self) -> bytes:
-        """The parameter value, without header or padding."""
-        raise NotImplementedError
-
-    def __bytes__(self) -> bytes:
-        return tlv(self.param_type, self.value())
-
-
-class KnownParam(Param):
+class KnownParam(Param, KnownTlv):
     """A parameter type this implementation understands."""
 
     __slots__ = ()
-    #: The type code (RFC 9260 Section 3.3.2.1, RFC 5061, RFC 6525).
-    TYPE: ClassVar[int]
-
-    @property
-    def param_type(self) -> int:
-        """The 16-bit parameter type code."""
-        return self.TYPE
-
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """Build the parameter from its value bytes.
-
-        Raises:
-            ParseError: the value does not have the layout of this parameter.
-        """
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
 class UnknownParam(Param):
     """A parameter whose type we do not implement, kept verbatim."""
 
-    code: int
+    # field(), not a bare annotation: the dataclass would take the base's ``code``
+    # property for this field's default.
+    code: int = field()
     raw: bytes
-
-    @property
-    def param_type(self) -> int:
-        """The 16-bit parameter type code."""
-        return self.code
 
     def value(self) -> bytes:
         """The value exactly as received."""
@@ -84,7 +53,7 @@ class UnknownParam(Param):
 class HeartbeatInfo(KnownParam):
     """Heartbeat Info (RFC 9260, Section 3.3.5): opaque to the receiver, echoed back."""
 
-    TYPE: ClassVar[int] = 1
+    CODE: ClassVar[int] = 1
     info: bytes
 
     @classmethod
@@ -101,7 +70,7 @@ class HeartbeatInfo(KnownParam):
 class IPv4AddressParam(KnownParam):
     """IPv4 Address (RFC 9260, Section 3.3.2.1.1)."""
 
-    TYPE: ClassVar[int] = 5
+    CODE: ClassVar[int] = 5
     address: IPv4Address
 
     @classmethod
@@ -119,7 +88,7 @@ class IPv4AddressParam(KnownParam):
 class IPv6AddressParam(KnownParam):
     """IPv6 Address (RFC 9260, Section 3.3.2.1.2)."""
 
-    TYPE: ClassVar[int] = 6
+    CODE: ClassVar[int] = 6
     address: IPv6Address
 
     @classmethod
@@ -137,7 +106,7 @@ class IPv6AddressParam(KnownParam):
 class StateCookieParam(KnownParam):
     """State Cookie (RFC 9260, Section 3.3.3.1): opaque, authenticated by its creator."""
 
-    TYPE: ClassVar[int] = 7
+    CODE: ClassVar[int] = 7
     cookie: bytes
 
     @classmethod
@@ -154,7 +123,7 @@ class StateCookieParam(KnownParam):
 class UnrecognizedParam(KnownParam):
     """Unrecognized Parameter (RFC 9260, Section 3.3.3.1): wraps a whole TLV we skipped."""
 
-    TYPE: ClassVar[int] = 8
+    CODE: ClassVar[int] = 8
     param: bytes
 
     @classmethod
@@ -171,7 +140,7 @@ class UnrecognizedParam(KnownParam):
 class CookiePreservative(KnownParam):
     """Cookie Preservative (RFC 9260, Section 3.3.2.1.3): ask for a longer cookie life."""
 
-    TYPE: ClassVar[int] = 9
+    CODE: ClassVar[int] = 9
     #: Suggested Cookie Life-Span Increment, in milliseconds.
     increment_ms: int
 
@@ -190,7 +159,7 @@ class CookiePreservative(KnownParam):
 class HostNameAddressParam(KnownParam):
     """Host Name Address (RFC 9260, Section 3.3.2.1.4): deprecated, never resolved."""
 
-    TYPE: ClassVar[int] = 11
+    CODE: ClassVar[int] = 11
     host_name: bytes
 
     @classmethod
@@ -207,7 +176,7 @@ class HostNameAddressParam(KnownParam):
 class SupportedAddressTypes(KnownParam):
     """Supported Address Types (RFC 9260, Section 3.3.2.1.5)."""
 
-    TYPE: ClassVar[int] = 12
+    CODE: ClassVar[int] = 12
     address_types: tuple[int, ...]
 
     @classmethod
@@ -230,7 +199,7 @@ class SupportedExtensions(KnownParam):
     side sends one.
     """
 
-    TYPE: ClassVar[int] = 0x8008
+    CODE: ClassVar[int] = 0x8008
     chunk_types: tuple[int, ...]
 
     @classmethod
@@ -247,7 +216,7 @@ class SupportedExtensions(KnownParam):
 class ForwardTSNSupported(KnownParam):
     """Forward-TSN-Supported (RFC 3758, Section 3.1); we never send FORWARD TSN."""
 
-    TYPE: ClassVar[int] = 0xC000
+    CODE: ClassVar[int] = 0xC000
 
     @classmethod
     def parse_value(cls, value: memoryview) -> Self:
@@ -288,7 +257,7 @@ class OutgoingSSNResetRequest(KnownParam):
     ``last_tsn``."
     """
 
-    TYPE: ClassVar[int] = 13
+    CODE: ClassVar[int] = 13
     request_seq: int
     response_seq: int
     last_tsn: int
@@ -316,7 +285,7 @@ class OutgoingSSNResetRequest(KnownParam):
 class IncomingSSNResetRequest(KnownParam):
     """Incoming SSN Reset Request (RFC 6525, Section 4.2): "please reset yours"."""
 
-    TYPE: ClassVar[int] = 14
+    CODE: ClassVar[int] = 14
     request_seq: int
     streams: tuple[int, ...] = ()
 
@@ -336,7 +305,7 @@ class IncomingSSNResetRequest(KnownParam):
 class SSNTSNResetRequest(KnownParam):
     """SSN/TSN Reset Request (RFC 6525, Section 4.3); we always deny it."""
 
-    TYPE: ClassVar[int] = 15
+    CODE: ClassVar[int] = 15
     request_seq: int
 
     @classmethod
@@ -354,7 +323,7 @@ class SSNTSNResetRequest(KnownParam):
 class ReconfigResponse(KnownParam):
     """Re-configuration Response (RFC 6525, Section 4.4)."""
 
-    TYPE: ClassVar[int] = 16
+    CODE: ClassVar[int] = 16
     response_seq: int
     result: int
     #: Sender's and Receiver's Next TSN: only in answers to SSN/TSN Reset Requests.
@@ -401,14 +370,14 @@ class _AddStreamsRequest(KnownParam):
 class AddOutgoingStreamsRequest(_AddStreamsRequest):
     """Add Outgoing Streams Request (RFC 6525, Section 4.5); we always deny it."""
 
-    TYPE: ClassVar[int] = 17
+    CODE: ClassVar[int] = 17
 
 
 @dataclass(frozen=True, slots=True)
 class AddIncomingStreamsRequest(_AddStreamsRequest):
     """Add Incoming Streams Request (RFC 6525, Section 4.6); we always deny it."""
 
-    TYPE: ClassVar[int] = 18
+    CODE: ClassVar[int] = 18
 
 
 PARAM_CLASSES: tuple[type[KnownParam], ...] = (
@@ -430,7 +399,7 @@ PARAM_CLASSES: tuple[type[KnownParam], ...] = (
     AddIncomingStreamsRequest,
 )
 #: Parameter type code -> class, for every parameter this implementation understands.
-PARAM_TYPES: dict[int, type[KnownParam]] = {cls.TYPE: cls for cls in PARAM_CLASSES}
+PARAM_TYPES: dict[int, type[KnownParam]] = {cls.CODE: cls for cls in PARAM_CLASSES}
 
 
 def parse_params(buf: bytes | memoryview) -> list[Param]:
@@ -439,11 +408,7 @@ def parse_params(buf: bytes | memoryview) -> list[Param]:
     Raises:
         ParseError: a TLV is truncated or a known parameter's value is malformed.
     """
-    out: list[Param] = []
-    for type_, value in iter_tlvs(buf, "parameter"):
-        cls = PARAM_TYPES.get(type_)
-        out.append(UnknownParam(type_, bytes(value)) if cls is None else cls.parse_value(value))
-    return out
+    return list(parse_tlvs(buf, PARAM_TYPES, UnknownParam, "parameter"))
 
 
 def parse_param(data: bytes | memoryview) -> Param:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ._events import Event, StreamResetFailed, StreamsReset
+from ._events import Event, StreamResetDone, StreamResetFailed
 from ._inbound import ReceiveSide
 from ._outbound import SendSide
 from ._params import (
@@ -86,7 +86,7 @@ class Reconfig:
         done = tuple(s for s in req.streams if s not in still_queued)
         send.release_streams(done, reset=ok)
         if ok:
-            self._events.append(StreamsReset(req.streams, outgoing=True))
+            self._events.append(StreamResetDone(req.streams, outgoing=True))
         else:
             self._events.append(StreamResetFailed(req.streams, resp.result))
         return self._start_next()

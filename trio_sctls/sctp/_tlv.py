@@ -5,12 +5,17 @@ Section 3.3.10) is a 16-bit type, a 16-bit length that counts the 4-byte header 
 value but not the padding, and the value, padded with zero bytes to a multiple of 4.
 The padding of the *last* TLV in a chunk may be missing (the chunk length does not count
 it), so readers accept a short tail.
+
+:class:`Tlv` and :class:`KnownTlv` are the shared shape of both: a ``code``, a
+``value()`` and ``__bytes__``, and a ``parse_value()`` for the codes we implement;
+:func:`parse_tlvs` turns an area of them into objects through a code -> class table.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import ClassVar, Self, TypeVar
 
 from ._errors import ParseError
 
@@ -27,6 +32,11 @@ def pad4(n: int) -> int:
 def tlv(type_: int, value: bytes) -> bytes:
     """Serialise one TLV, padded to a multiple of 4 bytes."""
     return _TL.pack(type_, 4 + len(value)) + value + PADDING[-len(value) % 4]
+
+
+def join_tlvs(items: Iterable[Tlv]) -> bytes:
+    """Serialise parameters or error causes back to back, each padded."""
+    return b"".join(bytes(item) for item in items)
 
 
 def iter_tlvs(buf: bytes | memoryview, what: str) -> Iterator[tuple[int, memoryview]]:
@@ -62,3 +72,70 @@ def need_at_least(value: bytes | memoryview, size: int, what: str) -> None:
     """Raise :class:`ParseError` if ``value`` is shorter than ``size`` bytes."""
     if len(value) < size:
         raise ParseError(f"{what}: expected at least {size} bytes, got {len(value)}")
+
+
+class Tlv:
+    """Base class of every parameter and error cause (known or not)."""
+
+    __slots__ = ()
+
+    @property
+    def code(self) -> int:
+        """The 16-bit parameter type or cause code."""
+        raise NotImplementedError
+
+    def value(self) -> bytes:
+        """The value, without header or padding."""
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        return tlv(self.code, self.value())
+
+
+class KnownTlv(Tlv):
+    """A parameter or error cause this implementation understands."""
+
+    __slots__ = ()
+    #: The type or cause code (RFC 9260 Sections 3.3.2.1 and 3.3.10, RFC 5061, RFC 6525).
+    CODE: ClassVar[int]
+
+    @property
+    def code(self) -> int:
+        """The 16-bit parameter type or cause code."""
+        return self.CODE
+
+    @classmethod
+    def parse_value(cls, value: memoryview) -> Self:
+        """Build the object from its value bytes.
+
+        Raises:
+            ParseError: the value does not have the layout of this type.
+        """
+        raise NotImplementedError
+
+
+_Known = TypeVar("_Known", bound=KnownTlv)
+_Unknown = TypeVar("_Unknown", bound=Tlv)
+
+
+def parse_tlvs(
+    buf: bytes | memoryview,
+    known: Mapping[int, type[_Known]],
+    unknown: Callable[[int, bytes], _Unknown],
+    what: str,
+) -> Iterator[_Known | _Unknown]:
+    """Yield each TLV of ``buf`` parsed by its class in ``known``, else by ``unknown``.
+
+    Args:
+        buf: the TLV area of a chunk.
+        known: code -> class, for the codes we implement.
+        unknown: builds the verbatim keeper of a code we do not implement from the code
+            and a copy of the value.
+        what: the kind of TLV, for error messages.
+
+    Raises:
+        ParseError: a TLV is truncated or a known one's value is malformed.
+    """
+    for code, value in iter_tlvs(buf, what):
+        cls = known.get(code)
+        yield unknown(code, bytes(value)) if cls is None else cls.parse_value(value)
