@@ -1,5 +1,6 @@
 """What every benchmark shares: certificates, the machine description, percentiles, a live
-progress line, and running a benchmark inside the kernel-SCTP VM.
+progress line, profiles and figures as files, and running a benchmark inside the
+kernel-SCTP VM. (Connection set-ups on loopback are in :mod:`benchmarks._loopback`.)
 
 Conventions (see ``benchmarks/run.py``): a benchmark module has
 
@@ -17,11 +18,14 @@ Conventions (see ``benchmarks/run.py``): a benchmark module has
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import shutil
 import ssl
 import subprocess
@@ -30,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, TextIO
 
 import trio
@@ -78,6 +83,49 @@ def target(name: str, value: float, limit: float, *, at_most: bool = False) -> d
         "target": f"{'<=' if at_most else '>='} {limit}",
         "met": bool(met),
     }
+
+
+def profile_report(source: cProfile.Profile | str, *, top: Sequence[tuple[str, int]]) -> str:
+    """The busiest functions of a profile, as text.
+
+    Args:
+        source: a profiler (stopped) or the path of a file of its stats.
+        top: ``(sort key, count)`` pairs, e.g. ``[("tottime", 30)]``: for each, the
+            first ``count`` functions in ``pstats`` order ``sort key``, one listing after
+            the other.
+    """
+    out = io.StringIO()
+    stats = pstats.Stats(source, stream=out)
+    for key, count in top:
+        stats.sort_stats(key).print_stats(count)
+    return out.getvalue()
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` drawing into files only (the Agg backend).
+
+    Imported on demand, never at module level: benchmarks run inside the VM too, where
+    numpy dies of an illegal instruction on the emulated CPU; their figures are drawn on
+    the host.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Any, path: Path, *, dpi: int) -> Path:
+    """Lay out a pyplot ``figure``, write it as a PNG at ``path`` and free it.
+
+    Returns:
+        ``path``.
+    """
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
+    return path
 
 
 def _cpu_model() -> str:

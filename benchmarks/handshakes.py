@@ -41,12 +41,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import io
-import pstats
 import ssl
 import statistics
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +59,16 @@ from ._common import (
     Progress,
     benchmark_main,
     contexts,
+    profile_report,
+    pyplot,
+    save_figure,
     target,
+)
+from ._loopback import (
+    connect_association,
+    connect_tls_over_tcp,
+    serving_associations,
+    serving_tls_over_tcp,
 )
 
 NAME = "handshakes"
@@ -104,21 +110,11 @@ async def tls_tcp_ready(server_ctx: Any, client_ctx: Any) -> tuple[float, float]
         await stream.do_handshake()
         await stream.receive_some()
 
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_ssl_over_tcp, handler, 0, server_ctx, host="127.0.0.1")
-        )
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+    async with serving_tls_over_tcp(handler, server_ctx) as port:
         started, cpu = time.perf_counter(), time.process_time()
-        stream = trio.SSLStream(
-            await trio.open_tcp_stream("127.0.0.1", port),
-            client_ctx,
-            server_hostname=SERVER_NAME,
-        )
-        await stream.do_handshake()
+        stream = await connect_tls_over_tcp(port, client_ctx)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         await stream.aclose()
-        nursery.cancel_scope.cancel()
     return elapsed, cpu
 
 
@@ -142,38 +138,20 @@ async def association_ready(
             for channel in association.channels:
                 nursery.start_soon(echo, channel)
 
-    udp = transport == "udp"
-    server_udp: dict[str, Any] = {"udp_port": 0} if udp else {}
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                trio_sctls.serve,
-                handler,
-                0,
-                ssl_context=server_ctx,
-                host="127.0.0.1",
-                transport=transport,  # type: ignore[arg-type]
-                outbound_streams=channels,
-                max_inbound_streams=channels,
-                **server_udp,
-            )
-        )
+    async with serving_associations(
+        handler, server_ctx, transport=transport, streams=channels
+    ) as address:
         if profiler is not None:
             profiler.enable()
-        client_udp: dict[str, Any] = {"remote_udp_port": listener.udp_port} if udp else {}
         started, cpu = time.perf_counter(), time.process_time()
-        async with trio_sctls.open_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_ctx,
-            server_hostname=SERVER_NAME,
-            transport=transport,  # type: ignore[arg-type]
-            outbound_streams=channels,
-            max_inbound_streams=channels,
-            handshake=strategy,  # type: ignore[arg-type]
+        async with connect_association(
+            address,
+            client_ctx,
+            transport=transport,
+            streams=channels,
+            handshake=strategy,
             session_cache=None,
             close_timeout=1.0,
-            **client_udp,
         ) as association:
             if strategy == "lazy":
 
@@ -188,7 +166,6 @@ async def association_ready(
             if profiler is not None:
                 profiler.disable()
             infos = [association.channel_info(i) for i in range(len(association.channels))]
-        nursery.cancel_scope.cancel()
     assert len(infos) == channels, (len(infos), channels)
     resumed = sum(bool(info.resumed) for info in infos)
     if strategy == "resume" and channels > 1 and resumed != channels - 1:
@@ -422,24 +399,17 @@ async def _profile(args: argparse.Namespace, transport: str, progress: Progress)
         profiler=profiler,
     )
     profiler.dump_stats(args.profile)
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats(40)
+    report = profile_report(profiler, top=[("tottime", 30), ("cumulative", 40)])
     progress.log(
         f"profile of TLS {tls} {transport} {TARGET_CHANNELS} channels {strategy} "
-        f"({sample['seconds'] * 1000:.1f} ms wall), CPU time:\n{out.getvalue()}"
+        f"({sample['seconds'] * 1000:.1f} ms wall), CPU time:\n{report}"
     )
-    return out.getvalue()
+    return report
 
 
 def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     """Ratios per strategy and channel count; a timeline of the 32-channel set-ups."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     where = result.get("where", "host")
     rows = result["rows"]
     paths: list[Path] = []
@@ -487,11 +457,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
             ax.set_ylabel("ready time / one TLS/TCP handshake")
             ax.set_title(f"TLS {tls}, {transport} ({where})")
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = directory / f"handshakes-ratio-{where}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(save_figure(fig, directory / f"handshakes-ratio-{where}.png", dpi=110))
 
     timelines = result.get("timelines", [])
     for transport in transports:
@@ -518,11 +484,8 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         axes[0][0].set_ylabel("stream (blue: full handshake, green: resumed)")
         channels = cases[0]["channels"]
         fig.suptitle(f"{channels}-channel set-up, {transport} ({where}): each handshake")
-        fig.tight_layout()
         path = directory / f"handshakes-timeline-{where}-{transport}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, path, dpi=110))
     return paths
 
 

@@ -47,7 +47,6 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,9 @@ from benchmarks._common import (
     Progress,
     benchmark_main,
     contexts,
+    save_figure,
 )
+from benchmarks._loopback import LOOPBACK, connect_association, serving_associations
 from benchmarks.throughput import parse_size
 from trio_sctls import Message, MessageTransport, SecureAssociation
 
@@ -150,7 +151,7 @@ async def transport_pair(kind: str) -> AsyncIterator[tuple[MessageTransport, Mes
     async with (
         trio_sctls.open_listener(
             0,
-            host="127.0.0.1",
+            host=LOOPBACK,
             transport=kind,  # type: ignore[arg-type]
             outbound_streams=1,
             max_inbound_streams=1,
@@ -167,7 +168,7 @@ async def transport_pair(kind: str) -> AsyncIterator[tuple[MessageTransport, Mes
 
         nursery.start_soon(accept)
         async with trio_sctls.open_transport(
-            "127.0.0.1",
+            LOOPBACK,
             listener.port,
             transport=kind,  # type: ignore[arg-type]
             outbound_streams=1,
@@ -194,37 +195,15 @@ async def association_pair(
         await send_server.send(association)
         await trio.sleep_forever()
 
-    udp = kind == "udp"
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                trio_sctls.serve,
-                handler,
-                0,
-                ssl_context=server_ctx,
-                host="127.0.0.1",
-                transport=kind,  # type: ignore[arg-type]
-                outbound_streams=1,
-                max_inbound_streams=1,
-                udp_port=0 if udp else None,
-            )
-        )
-        async with trio_sctls.open_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_ctx,
-            server_hostname=SERVER_NAME,
-            transport=kind,  # type: ignore[arg-type]
-            outbound_streams=1,
-            max_inbound_streams=1,
-            session_cache=None,
-            close_timeout=1.0,
-            remote_udp_port=listener.udp_port if udp else None,
-        ) as association:
-            server = await receive_server.receive()
-            yield association.channels[0], server.channels[0]
-            await association.abort()
-        nursery.cancel_scope.cancel()
+    async with (
+        serving_associations(handler, server_ctx, transport=kind, streams=1) as address,
+        connect_association(
+            address, client_ctx, transport=kind, streams=1, session_cache=None, close_timeout=1.0
+        ) as association,
+    ):
+        server = await receive_server.receive()
+        yield association.channels[0], server.channels[0]
+        await association.abort()
 
 
 @asynccontextmanager
@@ -402,11 +381,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     ax.set_ylabel("microseconds per message")
     ax.set_title("Per-message cost of a TLS channel, by layer (host)")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path = directory / "overhead.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, directory / "overhead.png", dpi=100)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

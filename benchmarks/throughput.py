@@ -48,28 +48,32 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
-import pstats
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-import trio_sctls
 from benchmarks._common import (
     IN_VM,
-    SERVER_NAME,
     TLS_VERSIONS,
     Progress,
     benchmark_main,
     contexts,
+    profile_report,
+    pyplot,
+    save_figure,
     target,
+)
+from benchmarks._loopback import (
+    connect_association,
+    connect_tls_over_tcp,
+    serving_associations,
+    serving_tls_over_tcp,
 )
 from trio_sctls import SecureAssociation
 
@@ -212,23 +216,13 @@ async def tls_over_tcp(
         accepted.set()
         await sink.drain(stream)
 
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_ssl_over_tcp, handler, 0, server_ctx, host="127.0.0.1")
-        )
-        port = listeners[0].transport_listener.socket.getsockname()[1]
-        stream = trio.SSLStream(
-            await trio.open_tcp_stream("127.0.0.1", port),
-            client_ctx,
-            server_hostname=SERVER_NAME,
-        )
-        await stream.do_handshake()
+    async with serving_tls_over_tcp(handler, server_ctx) as port:
+        stream = await connect_tls_over_tcp(port, client_ctx)
         await accepted.wait()
         try:
             yield stream, Link([stream], sinks)
         finally:
             await trio.aclose_forcefully(stream)
-            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -245,38 +239,21 @@ async def tls_over_sctp(
             for channel, sink in zip(association.channels, sinks, strict=True):
                 nursery.start_soon(sink.drain, channel)
 
-    udp = transport == "udp"
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                trio_sctls.serve,
-                handler,
-                0,
-                ssl_context=server_ctx,
-                host="127.0.0.1",
-                transport=transport,  # type: ignore[arg-type]
-                outbound_streams=channels,
-                max_inbound_streams=channels,
-                udp_port=0 if udp else None,
-            )
-        )
-        async with trio_sctls.open_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_ctx,
-            server_hostname=SERVER_NAME,
-            transport=transport,  # type: ignore[arg-type]
-            outbound_streams=channels,
-            max_inbound_streams=channels,
+    async with (
+        serving_associations(handler, server_ctx, transport=transport, streams=channels) as address,
+        connect_association(
+            address,
+            client_ctx,
+            transport=transport,
+            streams=channels,
             session_cache=None,
             close_timeout=2.0,
-            remote_udp_port=listener.udp_port if udp else None,
-        ) as association:
-            if len(association.channels) != channels:
-                raise RuntimeError(f"{len(association.channels)} channels, wanted {channels}")
-            await accepted.wait()
-            yield association, Link(association.channels, sinks)
-        nursery.cancel_scope.cancel()
+        ) as association,
+    ):
+        if len(association.channels) != channels:
+            raise RuntimeError(f"{len(association.channels)} channels, wanted {channels}")
+        await accepted.wait()
+        yield association, Link(association.channels, sinks)
 
 
 # -- the benchmark ---------------------------------------------------------------------
@@ -369,12 +346,9 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
                 profiler.disable()
                 path = args.profile.with_name(f"{args.profile.name}.{size}")
                 profiler.dump_stats(path)
-                out = io.StringIO()
-                stats = pstats.Stats(profiler, stream=out)
-                stats.sort_stats("tottime").print_stats(30)
-                profiles[str(size)] = out.getvalue()
+                profiles[str(size)] = profile_report(profiler, top=[("tottime", 30)])
                 progress.log(f"profile of {n} channel(s), {size} B writes (by own time):")
-                progress.log(out.getvalue())
+                progress.log(profiles[str(size)])
 
     rows: list[dict[str, Any]] = []
     for size in sizes:
@@ -470,11 +444,7 @@ def summarize(result: dict[str, Any]) -> list[str]:
 def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     """One bar chart: ratio to one TLS/TCP connection per channel count, a bar per
     message size, with the target as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = result["rows"]
     sizes = sorted({row["message_size"] for row in rows})
     counts = sorted({row["channels"] for row in rows})
@@ -498,11 +468,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     ax.set_title(f"Aggregate throughput, {result['transport']} transport ({where})")
     ax.set_ylim(0, max(1.2, *(row["ratio"] * 1.15 for row in rows)))
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    path = directory / "throughput.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, directory / "throughput.png", dpi=100)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
