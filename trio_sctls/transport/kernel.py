@@ -152,7 +152,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Sequence
-from typing import NoReturn, final
+from typing import TYPE_CHECKING, NoReturn, final
 
 import trio
 
@@ -174,7 +174,7 @@ from ._base import (
     SendFailed,
     ShutdownReceived,
     StreamReset,
-    check_send_args,
+    TransportState,
 )
 from ._linux import (
     _ANCILLARY_SIZE,
@@ -285,8 +285,6 @@ class KernelTransport(MessageTransport):
         self._max_message_size = max_message_size
         self.close_timeout: float = GRACEFUL_CLOSE_TIMEOUT
         self._assoc_id = 0
-        self._outbound = 0
-        self._inbound = 0
         self._read_status()
         # Receive state: one buffer, the message or notification being reassembled, and
         # what has been read ahead of the caller.
@@ -297,50 +295,30 @@ class KernelTransport(MessageTransport):
         self._partial_info: tuple[int, int, bool] = (0, 0, False)
         self._partial_notification: bytearray | None = None
         self._ready: deque[Received] = deque()
-        self._receiving = False
         # Whether the next receive() yields before its first recvmsg, and whether it
         # waits for the socket before it (receive_nowait found it empty): see there.
         self._yield_first = False
         self._known_empty = False
         self._ending: _Ending | None = None
-        self._error: tuple[type[AssociationError], str, int | None] | None = None
         # A send saw ECONNRESET: that consumed the socket's pending error, so COMM_LOST
         # handling must not take SO_ERROR == 0 to mean "lost" rather than "aborted".
         self._peer_reset = False
-        self._shutdown_received = False
         # Send state: senders that found the buffer full queue here.
         self._send_lock = trio.StrictFIFOLock()
         # The SCTP_SNDINFO control message of each (stream, ppid, unordered) sent on, once
         # validated: sends are on every TLS record's path, and these rarely vary. Cleared
         # when the stream counts change (RESTART).
         self._ancillary: dict[tuple[int, int, bool], list[tuple[int, int, bytes]]] = {}
-        # Closing: _closed once aclose()/abort() started; _released once the fd is gone.
-        self._closed = False
+        # Closing: _released once the fd is gone.
         self._released = False
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
         return (
-            f"<KernelTransport fd={self._sock.fileno()} {state} "
-            f"out={self._outbound} in={self._inbound}>"
+            f"<KernelTransport fd={self._sock.fileno()} {self._state.value} "
+            f"out={self._outbound_streams} in={self._inbound_streams}>"
         )
 
     # -- Properties ----------------------------------------------------------------------
-
-    @property
-    def outbound_streams(self) -> int:
-        """The number of streams we may send on (negotiated)."""
-        return self._outbound
-
-    @property
-    def inbound_streams(self) -> int:
-        """The number of streams the peer may send on (negotiated)."""
-        return self._inbound
-
-    @property
-    def max_message_size(self) -> int:
-        """The largest inbound message accepted; a larger one aborts the association."""
-        return self._max_message_size
 
     @property
     def local_addresses(self) -> list[tuple[str, int]]:
@@ -374,48 +352,43 @@ class KernelTransport(MessageTransport):
         assoc_id, _state, _rwnd, _unacked, _pending, inbound, outbound, _frag = _STATUS.unpack_from(
             raw
         )
-        self._assoc_id, self._inbound, self._outbound = assoc_id, inbound, outbound
+        self._assoc_id, self._inbound_streams, self._outbound_streams = assoc_id, inbound, outbound
 
     # -- Errors and states ---------------------------------------------------------------
 
-    def _fail(self, cls: type[AssociationError], message: str, stream: int | None = None) -> None:
+    def _fail(self, error: AssociationError) -> None:
+        """Nothing more will be read: the association is aborted or lost."""
         if self._ending is None:
             self._ending = _Ending.ERROR
-            self._error = (cls, message, stream)
+            self._break(error)
 
-    def _error_exception(self) -> AssociationError:
-        assert self._error is not None
-        cls, message, stream = self._error
-        return cls(message, stream=stream)
+    def _end_of_file(self) -> None:
+        """The peer's SHUTDOWN completed: nothing more will be read."""
+        if self._ending is None:
+            self._ending = _Ending.END_OF_FILE
+            self._peer_shut_down()
 
     def _raise_if_closed(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this transport was closed")
-
-    def _check_sendable(self) -> None:
-        self._raise_if_closed()
-        if self._error is not None:
-            raise self._error_exception()
-        if self._ending is _Ending.END_OF_FILE or self._shutdown_received:
-            raise AssociationError(
-                "the peer shut the association down: no more messages can be sent"
-            )
+        if self._state is TransportState.CLOSED:
+            raise trio.ClosedResourceError("this kernel transport was closed")
 
     def _send_error(self, exc: OSError) -> BaseException:
         """Turn a failed sendmsg into the exception the caller should see."""
-        if self._error is not None:
-            return self._error_exception()
+        if self._state is not TransportState.OPEN:
+            try:
+                self._check_status()
+            except (trio.ClosedResourceError, trio.BrokenResourceError) as status:
+                return status
         if exc.errno == errno.ECONNRESET:
             self._peer_reset = True
             return AssociationAbortedError("the peer aborted the association")
         if exc.errno == errno.ETIMEDOUT:
             return AssociationLostError("the association was lost (peer unreachable)")
         if exc.errno in (errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN):
-            if self._ending is _Ending.END_OF_FILE or self._shutdown_received:
-                reason = "the peer shut the association down"
-            else:
-                reason = "the association is no longer established (receive() tells why)"
-            return AssociationError(f"{reason}: no more messages can be sent")
+            # The state has not caught up yet: receive() will tell why.
+            return AssociationError(
+                "the association is no longer established: no more messages can be sent"
+            )
         if exc.errno == errno.EMSGSIZE:
             limit = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             return ValueError(
@@ -426,45 +399,21 @@ class KernelTransport(MessageTransport):
 
     # -- Sending -------------------------------------------------------------------------
 
-    async def send_message(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        stream: int,
-        ppid: int = 0,
-        unordered: bool = False,
+    async def _send(
+        self, data: bytes | bytearray | memoryview, stream: int, ppid: int, unordered: bool
     ) -> None:
-        """Send one user message on ``stream`` with one ``sendmsg`` call.
-
-        Several tasks may send at once; a message is queued whole or not at all (also
-        when the sender is cancelled while waiting for room).
-
-        Args:
-            data: the message; must not be empty.
-            stream: an outbound stream id, ``0 <= stream < outbound_streams``.
-            ppid: payload protocol identifier (host order, 0..2**32-1).
-            unordered: send with the U (unordered) flag.
-
-        Raises:
-            ValueError: bad stream id, empty message or out-of-range ppid, or a message
-                larger than the kernel's send buffer (425,984 bytes by default).
-            trio.ClosedResourceError: we closed or aborted this transport.
-            trio.BrokenResourceError: the association is gone (an
-                :class:`~trio_sctls.AssociationError` subclass says why).
-        """
+        # One sendmsg call: SCTP queues a message whole or not at all, also when the
+        # sender is cancelled while waiting for room. Linux refuses (EMSGSIZE, raised as
+        # ValueError) a message larger than the socket's send buffer.
         key = (stream, ppid, unordered)
         ancillary = self._ancillary.get(key)
         if ancillary is None:
-            check_send_args(self, data, stream, ppid)
             flags = _SCTP_UNORDERED if unordered else 0
             sndinfo = _SNDINFO.pack(stream, flags, socket.htonl(ppid), 0, 0)
             ancillary = [(IPPROTO_SCTP, _SCTP_SNDINFO, sndinfo)]
             if len(self._ancillary) < _ANCILLARY_CACHE_SIZE:
                 self._ancillary[key] = ancillary
-        elif not len(data):
-            check_send_args(self, data, stream, ppid)  # raises: empty message
         buffers = [data]
-        self._check_sendable()
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._send_lock.locked():
             # Fast path: nobody is waiting for room, so nobody is overtaken.
@@ -479,11 +428,11 @@ class KernelTransport(MessageTransport):
                 return
         async with self._send_lock:
             while True:
-                self._check_sendable()
+                self._check_status()
                 try:
                     await trio.lowlevel.wait_writable(self._sock)
                 except trio.ClosedResourceError:
-                    self._check_sendable()
+                    self._check_status()
                     raise
                 try:
                     self._sock.sendmsg(buffers, ancillary)
@@ -493,33 +442,15 @@ class KernelTransport(MessageTransport):
                     raise self._send_error(exc) from exc
                 return
 
-    async def reset_outgoing_stream(self, stream: int) -> bool:
-        """Reset our outgoing ``stream`` (RFC 6525 Outgoing SSN Reset Request): the peer
-        gets a :class:`StreamReset` after everything we sent on it.
-
-        Linux refuses the request while messages of that stream are still unsent
-        (``EAGAIN``) or while another request of ours is unanswered (``EINPROGRESS``);
-        both only last about a round trip, and there is no event for their end, so this
-        retries with a short exponential back-off (5 ms to 200 ms).
-
-        Returns:
-            ``False`` if the association does not support stream reconfiguration (the
-            peer did not offer it), ``True`` once the request is sent.
-
-        Raises:
-            ValueError: ``stream`` is not an outbound stream.
-            trio.ClosedResourceError: we closed or aborted this transport.
-            trio.BrokenResourceError: the association is gone.
-        """
-        if not 0 <= stream < self._outbound:
-            raise ValueError(
-                f"stream {stream} out of range: this association has "
-                f"{self._outbound} outbound streams"
-            )
+    async def _reset(self, stream: int) -> bool:
+        # Linux refuses the request while messages of that stream are still unsent
+        # (EAGAIN) or while another request of ours is unanswered (EINPROGRESS); both
+        # only last about a round trip, and there is no event for their end, so this
+        # retries with a short exponential back-off (5 ms to 200 ms).
         request = _RESET_STREAMS.pack(self._assoc_id, _SCTP_STREAM_RESET_OUTGOING, 1, stream)
         delay = RESET_RETRY_MIN
         while True:
-            self._check_sendable()
+            self._check_status()
             try:
                 self._sock.setsockopt(IPPROTO_SCTP, _SCTP_RESET_STREAMS, request)
             except OSError as exc:
@@ -536,24 +467,8 @@ class KernelTransport(MessageTransport):
 
     # -- Receiving -----------------------------------------------------------------------
 
-    async def receive(self) -> Received:
-        """Return the next whole message or notification.
-
-        Raises:
-            trio.EndOfChannel: the association was shut down gracefully.
-            trio.ClosedResourceError: we closed or aborted this transport.
-            trio.BrokenResourceError: the association was aborted
-                (:class:`~trio_sctls.AssociationAbortedError`) or lost
-                (:class:`~trio_sctls.AssociationLostError`), or a message exceeded
-                ``max_message_size`` (:class:`~trio_sctls.RemoteProtocolError`).
-            trio.BusyResourceError: another task is already receiving.
-        """
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this transport")
-        self._receiving = True
-        try:
-            if self._closed:
-                raise trio.ClosedResourceError("this transport was closed")
+    async def _receive(self) -> Received:
+        if True:
             if self._ready or self._ending is not None:
                 await trio.lowlevel.checkpoint()
                 self._raise_if_closed()
@@ -582,7 +497,7 @@ class KernelTransport(MessageTransport):
                     await trio.lowlevel.wait_readable(self._sock)
                     yielded = waited = True
                 try:
-                    item = self._receive_nowait()
+                    item = self._read_piece()
                 except BlockingIOError:
                     must_wait = True
                     continue
@@ -597,21 +512,14 @@ class KernelTransport(MessageTransport):
                 if not yielded:
                     await trio.lowlevel.cancel_shielded_checkpoint()
             return item
-        finally:
-            self._receiving = False
 
-    def receive_nowait(self) -> Received:
-        """Return the next whole message or notification if the socket has one now
-        (reading it with ``recvmsg``, no checkpoint); see :meth:`receive` for what
-        it raises, and :class:`trio.WouldBlock` when nothing is ready."""
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this transport")
-        self._raise_if_closed()
+    def _receive_nowait(self) -> Received:
+        # Reads with recvmsg, without a checkpoint.
         if self._ready or self._ending is not None:
             return self._next_ready()
         while True:
             try:
-                item = self._receive_nowait()
+                item = self._read_piece()
             except BlockingIOError:
                 # Empty: the next receive() waits at once, without yielding first.
                 self._yield_first = False
@@ -625,18 +533,19 @@ class KernelTransport(MessageTransport):
         """What was read ahead, then the end of the association."""
         if self._ready:
             return self._ready.popleft()
-        if self._ending is _Ending.END_OF_FILE:
-            raise trio.EndOfChannel
-        raise self._error_exception()
+        self._end_of_receive()
 
     def _receive_failed(self, exc: OSError) -> NoReturn:
         if exc.errno == errno.ECONNRESET:
-            self._fail(AssociationAbortedError, "the peer aborted the association")
+            self._fail(AssociationAbortedError("the peer aborted the association"))
         else:
-            self._fail(AssociationLostError, f"the association failed: {exc.strerror}")
-        raise self._error_exception() from exc
+            self._fail(AssociationLostError(f"the association failed: {exc.strerror}"))
+        try:
+            self._end_of_receive()
+        except BaseException as error:
+            raise error from exc
 
-    def _receive_nowait(self) -> Received | None:
+    def _read_piece(self) -> Received | None:
         """Read one piece (one ``recvmsg``) and act on it: return a complete message or
         event, or ``None`` when there is nothing to return yet (a piece of a larger
         message, or a notification consumed here). Raises BlockingIOError when there is
@@ -656,7 +565,7 @@ class KernelTransport(MessageTransport):
             return self._on_notification(notification)
         if nbytes == 0:
             # One-to-one sockets read end-of-file once the peer's SHUTDOWN completed.
-            self._ending = self._ending or _Ending.END_OF_FILE
+            self._end_of_file()
             return self._next_ready()
         if self._partial is None:
             info = self._partial_info = _parse_rcvinfo(ancillary)
@@ -679,13 +588,14 @@ class KernelTransport(MessageTransport):
         self._partial = None
         qualifier = "at least " if size > len(self._buffer) else ""
         self._fail(
-            RemoteProtocolError,
-            f"inbound message of {qualifier}{size} bytes exceeds max_message_size "
-            f"({self._max_message_size}); association aborted",
-            stream,
+            RemoteProtocolError(
+                f"inbound message of {qualifier}{size} bytes exceeds max_message_size "
+                f"({self._max_message_size}); association aborted",
+                stream=stream,
+            )
         )
         self._abort_socket()
-        raise self._error_exception()
+        self._end_of_receive()
 
     def _collect_notification(self, piece: memoryview, flags: int) -> bytes | None:
         """Reassemble a notification; bounded by max_message_size (a SEND_FAILED one
@@ -715,9 +625,9 @@ class KernelTransport(MessageTransport):
             end = min(length, len(data))
             count = max(end - _STREAM_RESET_EVENT_LIST, 0) // 2
             streams = struct.unpack_from(f"={count}H", data, _STREAM_RESET_EVENT_LIST)
-            return StreamReset(streams or tuple(range(self._inbound)))
+            return StreamReset(streams or tuple(range(self._inbound_streams)))
         if kind == _SCTP_SHUTDOWN_EVENT:
-            self._shutdown_received = True
+            self._peer_shut_down()
             return ShutdownReceived()
         return _parse_event(data)
 
@@ -728,11 +638,11 @@ class KernelTransport(MessageTransport):
         if state == AssociationState.COMM_UP.value:
             return None  # connect/accept already read the counts
         if state == AssociationState.RESTART.value:
-            self._outbound, self._inbound = outbound, inbound
+            self._outbound_streams, self._inbound_streams = outbound, inbound
             self._ancillary.clear()
             return AssociationChange(AssociationState.RESTART, outbound, inbound, error)
         if state == AssociationState.SHUTDOWN_COMPLETE.value:
-            self._ending = self._ending or _Ending.END_OF_FILE
+            self._end_of_file()
             return self._next_ready()
         if state in (AssociationState.COMM_LOST.value, AssociationState.CANT_START.value):
             self._on_comm_lost(data[_ASSOC_CHANGE_INFO:], socket.ntohs(error))
@@ -773,10 +683,10 @@ class KernelTransport(MessageTransport):
             detail = f" ({_cause_text(cause)})" if cause else ""
             if reason:
                 detail = f": {reason}"
-            self._fail(AssociationAbortedError, f"the peer aborted the association{detail}")
+            self._fail(AssociationAbortedError(f"the peer aborted the association{detail}"))
         else:
             reason = os.strerror(so_error) if so_error else "peer unreachable"
-            self._fail(AssociationLostError, f"the association was lost: {reason}")
+            self._fail(AssociationLostError(f"the association was lost: {reason}"))
 
     # -- Closing -------------------------------------------------------------------------
 
@@ -794,20 +704,10 @@ class KernelTransport(MessageTransport):
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._release()
 
-    async def aclose(self) -> None:
-        """Shut the association down gracefully (SCTP SHUTDOWN) and release it.
-
-        What we queued is still delivered; what the peer still sends is discarded. Waits
-        at most :attr:`close_timeout` seconds for the SHUTDOWN to complete, then aborts.
-        Idempotent.
-
-        .. warning:: If cancelled, the association is aborted (SCTP ABORT) instead, so
-           nothing is left half-open.
-        """
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
+    async def _close(self, previous: TransportState) -> None:
+        # shutdown(SHUT_WR), then read and discard until SHUTDOWN_COMP, because Linux
+        # turns close() into an ABORT while unread data is queued; at most close_timeout
+        # seconds, then abort.
         if self._released or self._ending is not None:
             self._release()
             await trio.lowlevel.checkpoint()
@@ -815,7 +715,7 @@ class KernelTransport(MessageTransport):
         # Wake blocked receivers and senders (ClosedResourceError) before we read.
         trio.lowlevel.notify_closing(self._sock)
         try:
-            # Cancelled already? Then abort, without sending a SHUTDOWN first.
+            # Cancelled already? Then abort (in aclose), without sending SHUTDOWN first.
             await trio.lowlevel.checkpoint_if_cancelled()
             # ENOTCONN: the association is gone already; what is queued is still drained.
             with contextlib.suppress(OSError):
@@ -826,11 +726,7 @@ class KernelTransport(MessageTransport):
                 self._abort_socket()
         except trio.ClosedResourceError:
             if not self._released:  # not a concurrent abort(): a real error
-                self._abort_socket()
                 raise
-        except BaseException:
-            self._abort_socket()
-            raise
         self._release()
         await trio.lowlevel.checkpoint()
 
@@ -862,18 +758,12 @@ class KernelTransport(MessageTransport):
             elif nbytes == 0:
                 return
 
-    def abort(self, reason: str = "") -> None:
-        """Abort the association at once (SCTP ABORT) and release it. Idempotent.
-
-        ``reason`` cannot travel here: Linux refuses the ``SCTP_ABORT`` send flag (which
-        would carry it in a User-Initiated Abort cause) on one-to-one sockets with
-        ``EINVAL``, so the ABORT goes out with an empty cause 12. (Reasons the peer
-        sends us are read, see :meth:`receive`.)
-        Tasks blocked in :meth:`receive` or :meth:`send_message` get
-        :class:`trio.ClosedResourceError`.
-        """
+    def _abort(self, reason: str) -> None:
+        # The reason cannot travel here: Linux refuses the SCTP_ABORT send flag (which
+        # would carry it in a User-Initiated Abort cause) on one-to-one sockets with
+        # EINVAL, so the ABORT goes out with an empty cause 12. Reasons the peer sends
+        # us are read (see _on_comm_lost).
         del reason
-        self._closed = True
         self._abort_socket()
 
 
@@ -1014,8 +904,6 @@ class KernelListener(MessageListener):
         self._sock = sock
         self._port = int(sock.getsockname()[1])
         self._max_message_size = max_message_size
-        self._closed = False
-        self._accepting = False
 
     def __repr__(self) -> str:
         return f"<KernelListener port={self.port}{' closed' if self._closed else ''}>"
@@ -1035,20 +923,10 @@ class KernelListener(MessageListener):
         except OSError:
             return []
 
-    async def accept(self) -> KernelTransport:
-        """Wait for the next association and return it, established.
+    if TYPE_CHECKING:
 
-        Raises:
-            trio.ClosedResourceError: the listener was closed.
-            trio.BusyResourceError: another task is already accepting.
-        """
-        if self._accepting:
-            raise trio.BusyResourceError("another task is already accepting on this listener")
-        self._accepting = True
-        try:
-            return await self._accept()
-        finally:
-            self._accepting = False
+        async def accept(self) -> KernelTransport:
+            """The next association (see :meth:`MessageListener.accept`)."""
 
     async def _accept(self) -> KernelTransport:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -1077,13 +955,10 @@ class KernelListener(MessageListener):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return transport
 
-    async def aclose(self) -> None:
-        """Stop listening (associations not yet accepted are aborted). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            trio.lowlevel.notify_closing(self._sock)
-            self._sock.close()
-        await trio.lowlevel.checkpoint()
+    def _close(self) -> None:
+        # The kernel aborts the associations not yet accepted.
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
 
 
 async def listen_kernel(

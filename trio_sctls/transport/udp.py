@@ -98,7 +98,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import trio
 
@@ -135,7 +135,6 @@ from ..sctp import ShutdownComplete as SCTPShutdownComplete
 from ..sctp import ShutdownReceived as SCTPShutdownReceived
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    MAX_ABORT_REASON,
     MIN_MAX_MESSAGE_SIZE,
     Message,
     MessageListener,
@@ -144,7 +143,7 @@ from ._base import (
     RemoteError,
     ShutdownReceived,
     StreamReset,
-    check_send_args,
+    TransportState,
 )
 
 log = logging.getLogger("trio_sctls.udp")
@@ -647,15 +646,10 @@ class UDPTransport(MessageTransport):
         self._senders = trio.lowlevel.ParkingLot()
         self._settled = trio.Event()  # up, or failed before coming up
         self._done = trio.Event()  # the association is over
-        self._outbound = 0
-        self._inbound = 0
+        self._max_message_size = assoc.config.max_message_size
         self._reconfig = False
         self._up = False
-        self._closed = False  # our aclose() or abort()
-        self._peer_shutdown = False
-        self._error: AssociationError | None = None
         self._connect_error: OSError | None = None
-        self._receiving = False
         self.close_timeout = GRACEFUL_CLOSE_TIMEOUT
         self.send_buffer = SEND_BUFFER
 
@@ -664,21 +658,6 @@ class UDPTransport(MessageTransport):
         return f"<UDPTransport {self.local_addresses} -> {self.peer_addresses} {state}>"
 
     # -- properties --------------------------------------------------------------------
-
-    @property
-    def outbound_streams(self) -> int:
-        """Streams we may send on (negotiated in INIT / INIT ACK)."""
-        return self._outbound
-
-    @property
-    def inbound_streams(self) -> int:
-        """Streams the peer may send on (negotiated)."""
-        return self._inbound
-
-    @property
-    def max_message_size(self) -> int:
-        """The largest message accepted (a larger one aborts the association) and sent."""
-        return self._assoc.config.max_message_size
 
     @property
     def association(self) -> Association:
@@ -713,29 +692,29 @@ class UDPTransport(MessageTransport):
 
     def _on_event(self, event: SCTPEvent) -> None:
         if isinstance(event, MessageReceived):  # the common case first
-            if self._closed:
+            if self._state is TransportState.CLOSED:
                 self._assoc.consumed(len(event.data))  # discarded: reopen the window
                 return
             self._inbox.append(Message(event.data, event.stream, event.ppid, event.unordered))
             self._readers.unpark_all()
         elif isinstance(event, AssociationUp):
-            self._outbound = event.outbound_streams
-            self._inbound = event.inbound_streams
+            self._outbound_streams = event.outbound_streams
+            self._inbound_streams = event.inbound_streams
             self._reconfig = event.reconfig
             self._up = True
             self._settled.set()
             if self._listener is not None:
                 self._listener._deliver(self)
         elif isinstance(event, SCTPShutdownReceived):
-            self._peer_shutdown = True
+            self._peer_shut_down()
             self._inbox.append(ShutdownReceived())
             self._wake_all()
         elif isinstance(event, StreamsReset):
-            if not event.outgoing and not self._closed:
+            if not event.outgoing and self._state is not TransportState.CLOSED:
                 self._inbox.append(StreamReset(event.streams))
                 self._readers.unpark_all()
         elif isinstance(event, PeerError):
-            if event.causes and not self._closed:
+            if event.causes and self._state is not TransportState.CLOSED:
                 raw = b"".join(bytes(cause) for cause in event.causes)
                 self._inbox.append(RemoteError(event.causes[0].cause_code, raw[4:]))
                 self._readers.unpark_all()
@@ -760,8 +739,10 @@ class UDPTransport(MessageTransport):
         """The association is over (gracefully when ``error`` is None)."""
         if self._done.is_set():
             return
-        if not self._closed and self._error is None:
-            self._error = error
+        if error is not None:
+            self._break(error)
+        else:
+            self._peer_shut_down()
         if not self._up and self._connect_error is None:
             reason = error.detail if error is not None else "the association closed"
             if isinstance(error, AssociationLostError):
@@ -800,72 +781,33 @@ class UDPTransport(MessageTransport):
 
     # -- sending -------------------------------------------------------------------------
 
-    def _error_copy(self) -> AssociationError:
-        error = self._error
-        assert error is not None
-        return type(error)(error.detail, stream=error.stream)
-
-    def _check_sendable(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this transport was closed")
-        if self._error is not None:
-            raise self._error_copy()
-        if self._peer_shutdown or not self._assoc.established:
-            # RFC 9260, Section 9.2: after SHUTDOWN, no new data from the upper layer.
-            raise trio.BrokenResourceError("the peer shut the association down")
-
-    async def send_message(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        stream: int,
-        ppid: int = 0,
-        unordered: bool = False,
+    async def _send(
+        self, data: bytes | bytearray | memoryview, stream: int, ppid: int, unordered: bool
     ) -> None:
-        """Queue one message (see :meth:`MessageTransport.send_message`); waits while
-        more than :attr:`send_buffer` bytes are unacknowledged.
-
-        Raises:
-            ValueError: bad arguments, or a message above ``max_message_size``.
-            trio.ClosedResourceError: we closed or aborted this transport.
-            trio.BrokenResourceError: the association is gone or shutting down.
-        """
-        check_send_args(self, data, stream, ppid)
+        # Waits while more than send_buffer bytes are unacknowledged.
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_sendable()
+        self._check_status()
         size = len(data)
-        if size > self._assoc.config.max_message_size:
-            raise ValueError(
-                f"message of {size} bytes exceeds max_message_size "
-                f"({self._assoc.config.max_message_size})"
-            )
         if not self._has_room(size) or self._senders:
             # FIFO behind the senders already waiting.
             self._udp.blocked.add(self)
             await self._senders.park()
-            self._check_sendable()
+            self._check_status()
             while not self._has_room(size):
                 # Re-register: a flush that ran while we were being woken may have
                 # dropped this transport from ``blocked`` (it saw no parked sender).
                 self._udp.blocked.add(self)
                 await self._senders.park()
-                self._check_sendable()
+                self._check_status()
             if self._senders and self._has_room(1):
                 self._senders.unpark()
         self._assoc.send(bytes(data), stream, ppid, unordered)
         self._udp.request_flush()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def reset_outgoing_stream(self, stream: int) -> bool:
-        """Reset our outgoing ``stream`` after what is queued on it (RFC 6525).
-
-        Returns:
-            ``False`` if the peer did not announce stream reconfiguration.
-        """
-        if not 0 <= stream < self._outbound:
-            raise ValueError(f"stream {stream} out of range")
+    async def _reset(self, stream: int) -> bool:
         await trio.lowlevel.checkpoint()
-        self._check_sendable()
+        self._check_status()
         if not self._reconfig:
             return False
         try:
@@ -877,33 +819,25 @@ class UDPTransport(MessageTransport):
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def receive(self) -> Received:
-        """The next message or notification (see :meth:`MessageTransport.receive`)."""
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this transport")
-        self._receiving = True
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            inbox = self._inbox
-            while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("this transport was closed")
-                if inbox:
-                    item = inbox.popleft()
-                    if type(item) is Message:
-                        # Only now does it leave our receive window (flow control).
-                        self._assoc.consumed(len(item.data))
-                        if self._assoc.has_datagrams:
-                            self._udp.request_flush()
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return item
-                if self._error is not None:
-                    raise self._error_copy()
-                if self._peer_shutdown or self._done.is_set():
-                    raise trio.EndOfChannel
-                await self._readers.park()
-        finally:
-            self._receiving = False
+    async def _receive(self) -> Received:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        inbox = self._inbox
+        while True:
+            if self._state is TransportState.CLOSED:
+                self._end_of_receive()
+            if inbox:
+                item = inbox.popleft()
+                if type(item) is Message:
+                    # Only now does it leave our receive window (flow control).
+                    self._assoc.consumed(len(item.data))
+                    if self._assoc.has_datagrams:
+                        self._udp.request_flush()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return item
+            if self._state is not TransportState.OPEN or self._done.is_set():
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self._end_of_receive()
+            await self._readers.park()
 
     # -- closing -------------------------------------------------------------------------
 
@@ -913,44 +847,30 @@ class UDPTransport(MessageTransport):
         if unread:
             self._assoc.consumed(unread)
 
-    async def aclose(self) -> None:
-        """Shut the association down gracefully (SCTP SHUTDOWN) and wait, at most
-        :attr:`close_timeout` seconds, for it to complete; then abort. Unread messages
-        are discarded. Idempotent.
-
-        .. warning:: If cancelled, the association is aborted instead.
-        """
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        self._closed = True
+    async def _close(self, previous: TransportState) -> None:
+        # Waits at most close_timeout seconds for the SHUTDOWN to complete, then aborts.
         self._discard_inbox()
         self._wake_all()
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._done.is_set():
+            self._assoc.shutdown(trio.current_time())
+            self._udp.request_flush()
+            with trio.move_on_after(self.close_timeout):
+                await self._done.wait()
             if not self._done.is_set():
-                self._assoc.shutdown(trio.current_time())
-                self._udp.request_flush()
-                with trio.move_on_after(self.close_timeout):
-                    await self._done.wait()
-                if not self._done.is_set():
-                    log.info("udp transport: SHUTDOWN timed out; aborting")
-                    self._abort_now("the graceful shutdown timed out")
-        except BaseException:
-            self._abort_now()
-            raise
+                log.info("udp transport: SHUTDOWN timed out; aborting")
+                self._abort_now("the graceful shutdown timed out")
+        await trio.lowlevel.checkpoint()
 
-    def abort(self, reason: str = "") -> None:
-        """Abort the association at once: an ABORT is sent now, carrying ``reason`` (if
-        any) in a User-Initiated Abort cause. Idempotent."""
-        self._closed = True
+    def _abort(self, reason: str) -> None:
+        # The ABORT is sent now, synchronously: no pump may run again.
         self._discard_inbox()
         self._abort_now(reason)
 
     def _abort_now(self, reason: str = "") -> None:
         if not self._done.is_set():
             if not self._assoc.closed:
-                self._assoc.abort(reason[:MAX_ABORT_REASON])
+                self._assoc.abort(reason)
                 self._udp.flush_now(trio.current_time())
             self._finish(None)
         self._wake_all()
@@ -972,8 +892,6 @@ class UDPListener(MessageListener):
         self._queue: deque[UDPTransport] = deque()
         self._backlog = backlog
         self._arrived = trio.lowlevel.ParkingLot()
-        self._closed = False
-        self._accepting = False
 
     def __repr__(self) -> str:
         return f"<UDPListener sctp port {self.port} on udp {self.udp_address}>"
@@ -1000,43 +918,32 @@ class UDPListener(MessageListener):
         self._queue.append(transport)
         self._arrived.unpark_all()
 
-    async def accept(self) -> UDPTransport:
-        """Wait for the next established association.
+    if TYPE_CHECKING:
 
-        Raises:
-            trio.ClosedResourceError: the listener was closed.
-            trio.BusyResourceError: another task is already accepting.
-        """
-        if self._accepting:
-            raise trio.BusyResourceError("another task is already accepting on this listener")
-        self._accepting = True
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("this listener was closed")
-                if self._queue:
-                    transport = self._queue.popleft()
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return transport
-                await self._arrived.park()
-        finally:
-            self._accepting = False
+        async def accept(self) -> UDPTransport:
+            """The next association (see :meth:`MessageListener.accept`)."""
 
-    async def aclose(self) -> None:
-        """Stop accepting (associations not yet accepted are aborted). Associations
-        already accepted go on until :func:`open_udp_listener`'s block ends. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._endpoint.accept = False
-            while self._queue:
-                self._queue.popleft().abort("the listener closed")
-            for assoc in self._endpoint.associations:
-                transport = self._udp.transports.get(assoc)
-                if transport is not None and not transport._up:
-                    transport.abort()
-            self._arrived.unpark_all()
-        await trio.lowlevel.checkpoint()
+    async def _accept(self) -> UDPTransport:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("this udp listener was closed")
+            if self._queue:
+                transport = self._queue.popleft()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return transport
+            await self._arrived.park()
+
+    def _close(self) -> None:
+        # Associations already accepted go on until open_udp_listener's block ends.
+        self._endpoint.accept = False
+        while self._queue:
+            self._queue.popleft().abort("the listener closed")
+        for assoc in self._endpoint.associations:
+            transport = self._udp.transports.get(assoc)
+            if transport is not None and not transport._up:
+                transport.abort()
+        self._arrived.unpark_all()
 
 
 # -- opening ------------------------------------------------------------------------------
