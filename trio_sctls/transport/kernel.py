@@ -360,6 +360,9 @@ class KernelTransport(MessageTransport):
         """Nothing more will be read: the association is aborted or lost."""
         if self._ending is None:
             self._ending = _Ending.ERROR
+            if self._peer_reset and isinstance(error, AssociationAbortedError):
+                # A send saw the ABORT first; COMM_LOST's text has the peer's cause.
+                self._error = error
             self._break(error)
 
     def _end_of_file(self) -> None:
@@ -379,16 +382,20 @@ class KernelTransport(MessageTransport):
                 self._check_status()
             except (trio.ClosedResourceError, trio.BrokenResourceError) as status:
                 return status
+        # The state is recorded now: Linux reports ECONNRESET or ETIMEDOUT to one call
+        # only, and later sends get EPIPE. Messages received before stay readable.
         if exc.errno == errno.ECONNRESET:
             self._peer_reset = True
-            return AssociationAbortedError("the peer aborted the association")
+            self._break(AssociationAbortedError("the peer aborted the association"))
+            return self._broken_error()
         if exc.errno == errno.ETIMEDOUT:
-            return AssociationLostError("the association was lost (peer unreachable)")
+            self._break(AssociationLostError("the association was lost (peer unreachable)"))
+            return self._broken_error()
         if exc.errno in (errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN):
-            # The state has not caught up yet: receive() will tell why.
-            return AssociationError(
-                "the association is no longer established: no more messages can be sent"
-            )
+            # Neither an ABORT nor a loss was reported (by a send or by receive()): the
+            # peer's SHUTDOWN arrived before receive() read the notification of it.
+            self._peer_shut_down()
+            self._check_status()
         if exc.errno == errno.EMSGSIZE:
             limit = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             return ValueError(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from .._errors import AssociationAbortedError, RemoteProtocolError
+from .._errors import AssociationAbortedError, AssociationLostError, RemoteProtocolError
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Message,
@@ -156,6 +156,14 @@ class MemoryTransport(MessageTransport):
         """We (this end) abort because the peer broke the protocol."""
         self._break(error)
         self._peer._aborted_by_peer("")
+
+    def lose(self, reason: str = "peer unreachable") -> None:
+        """Fault injection: lose the association, as a retransmission limit reached on
+        a dead network would. Both ends get :class:`~trio_sctls.AssociationLostError`
+        (after what was already delivered)."""
+        for end in (self, self._peer):
+            end._break(AssociationLostError(f"the association was lost: {reason}"))
+        self._wake_all()
 
     # -- sending ----------------------------------------------------------------------------
 
