@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -22,6 +22,7 @@ from trio_sctls import (
     PeerShutdownError,
     RemoteProtocolError,
 )
+from trio_sctls._options import TransportName, TransportOptions
 from trio_sctls.impaired import DROP, Direction, impaired_link
 from trio_sctls.transport import (
     MIN_MAX_MESSAGE_SIZE,
@@ -29,7 +30,10 @@ from trio_sctls.transport import (
     MessageListener,
     MessageTransport,
     ShutdownReceived,
+    StreamReset,
 )
+from trio_sctls.transport._registry import open_client, open_server
+from trio_sctls.transport.memory import MemoryTransport
 
 #: A deadlock fails the test instead of hanging the (VM) run.
 DEADLINE = 60
@@ -53,26 +57,11 @@ Connect = Callable[..., AbstractAsyncContextManager[Pair]]
 
 
 @asynccontextmanager
-async def memory_pair(client_max: int, server_max: int) -> AsyncIterator[Pair]:
-    from trio_sctls.transport.memory import connect_memory, listen_memory
-
-    listener = await listen_memory(0, max_message_size=server_max)
-    try:
-        client = await connect_memory(listener.port, max_message_size=client_max)
-        server = await listener.accept()
-        try:
-            yield Pair(client, server, listener, lambda: client.lose())
-        finally:
-            client.abort()
-            server.abort()
-    finally:
-        await listener.aclose()
-
-
-@asynccontextmanager
-async def udp_pair(client_max: int, server_max: int) -> AsyncIterator[Pair]:
-    from trio_sctls.transport.udp import open_udp_listener, open_udp_transport
-
+async def registry_pair(
+    name: TransportName, client_max: int, server_max: int
+) -> AsyncIterator[Pair]:
+    """Both ends opened through the transport registry; on udp, through the impaired
+    relay, whose black hole is the way to cut the network."""
     black_hole = False
 
     def hook(direction: Direction, index: int, datagram: bytes) -> Sequence[bytes] | None:
@@ -82,54 +71,49 @@ async def udp_pair(client_max: int, server_max: int) -> AsyncIterator[Pair]:
         nonlocal black_hole
         black_hole = True
 
+    udp = name == "udp"
+    server_options = TransportOptions(
+        transport=name, max_message_size=server_max, udp_port=0 if udp else None
+    )
     async with (
-        open_udp_listener(0, host="127.0.0.1", udp_port=0, max_message_size=server_max) as listener,
-        impaired_link(("127.0.0.1", listener.udp_port), hook=hook) as link,
-        open_udp_transport(
-            "127.0.0.1", listener.port, remote_udp_port=link.port, max_message_size=client_max
-        ) as client,
+        open_server(0, ("127.0.0.1",), server_options) as listener,
+        AsyncExitStack() as stack,
     ):
-        yield Pair(client, await listener.accept(), listener, cut)
-
-
-@asynccontextmanager
-async def kernel_pair(client_max: int, server_max: int) -> AsyncIterator[Pair]:
-    from trio_sctls.transport.kernel import connect_kernel, listen_kernel
-
-    listener = await listen_kernel(0, hosts="127.0.0.1", max_message_size=server_max)
-    try:
-        async with trio.open_nursery() as nursery:
-            accepted: list[MessageTransport] = []
-
-            async def accept() -> None:
-                accepted.append(await listener.accept())
-
-            nursery.start_soon(accept)
-            client = await connect_kernel("127.0.0.1", listener.port, max_message_size=client_max)
+        remote_udp_port = None
+        if udp:
+            link = await stack.enter_async_context(
+                impaired_link(("127.0.0.1", listener.udp_port), hook=hook)  # type: ignore[attr-defined]
+            )
+            remote_udp_port = link.port
+        client_options = TransportOptions(
+            transport=name, max_message_size=client_max, remote_udp_port=remote_udp_port
+        )
+        # Every listener queues established associations until accepted.
+        client = await stack.enter_async_context(
+            open_client(("127.0.0.1",), listener.port, client_options)
+        )
+        server = await listener.accept()
         try:
-            # Cutting the network needs packet filtering in the VM: not offered.
-            yield Pair(client, accepted[0], listener, None)
+            if isinstance(client, MemoryTransport):
+                yield Pair(client, server, listener, client.lose)
+            else:
+                # Cutting kernel SCTP's network needs packet filtering in the VM.
+                yield Pair(client, server, listener, cut if udp else None)
         finally:
-            client.abort()
-            accepted[0].abort()
-    finally:
-        await listener.aclose()
-
-
-PAIRS = {"memory": memory_pair, "udp": udp_pair, "kernel": kernel_pair}
+            server.abort()
 
 
 @pytest.fixture(params=["memory", "udp", pytest.param("kernel", marks=pytest.mark.kernel)])
 def connect(request: pytest.FixtureRequest) -> Connect:
     """``async with connect(client_max=..., server_max=...) as pair`` on each transport."""
-    make = PAIRS[request.param]
+    name = request.param
 
     @asynccontextmanager
     async def connect(
         *, client_max: int = LARGE_LIMIT, server_max: int = LARGE_LIMIT, deadline: float = DEADLINE
     ) -> AsyncIterator[Pair]:
         with trio.fail_after(deadline):
-            async with make(client_max, server_max) as pair:
+            async with registry_pair(name, client_max, server_max) as pair:
                 yield pair
 
     return connect
@@ -335,6 +319,8 @@ async def test_every_call_is_a_checkpoint(connect: Connect) -> None:
             assert await pair.server.receive() == Message(b"one", 0)
         with trio.testing.assert_checkpoints():
             await pair.client.reset_outgoing_stream(0)
+        if pair.client.kind != "kernel":  # Linux's reconf_enable is off by default
+            assert await pair.server.receive() == StreamReset((0,))
         with trio.testing.assert_checkpoints():
             await pair.client.aclose()
         with trio.testing.assert_checkpoints():

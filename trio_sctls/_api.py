@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -24,22 +23,13 @@ from ._association import (
 )
 from ._tls import SessionCache
 from .transport import DEFAULT_MAX_MESSAGE_SIZE, MessageListener, MessageTransport
+from .transport._registry import kernel_sctp_available as kernel_sctp_available
 
 log = logging.getLogger("trio_sctls")
 
 TransportName = Literal["auto", "kernel", "udp", "memory"]
 
 Hosts = str | Sequence[str] | None
-
-
-def kernel_sctp_available() -> bool:
-    """Whether this kernel can create SCTP sockets (Linux with the ``sctp`` module)."""
-    try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
-    except (OSError, AttributeError):
-        return False
-    sock.close()
-    return True
 
 
 def resolve_transport(transport: TransportName) -> Literal["kernel", "udp", "memory"]:

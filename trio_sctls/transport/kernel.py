@@ -151,10 +151,14 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, NoReturn, final
 
 import trio
+
+if TYPE_CHECKING:
+    from .._options import TransportOptions
 
 from .._errors import (
     AssociationAbortedError,
@@ -234,6 +238,8 @@ __all__ = [
     "KernelTransport",
     "connect_kernel",
     "listen_kernel",
+    "open_client",
+    "open_server",
 ]
 
 #: Socket buffer size asked for (SO_SNDBUF and SO_RCVBUF); Linux caps it at twice
@@ -1040,3 +1046,45 @@ async def listen_kernel(
         raise
     await trio.lowlevel.checkpoint()
     return KernelListener(sock, max_message_size=max_message_size)
+
+
+@asynccontextmanager
+async def open_client(
+    hosts: tuple[str, ...] | None, port: int, options: TransportOptions
+) -> AsyncIterator[KernelTransport]:
+    """:func:`connect_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
+    association; whatever is still open on exit is aborted. ``hosts`` defaults to
+    127.0.0.1."""
+    transport = await connect_kernel(
+        hosts or "127.0.0.1",
+        port,
+        outbound_streams=options.outbound_streams,
+        max_inbound_streams=options.max_inbound_streams,
+        max_message_size=options.max_message_size,
+        local_addresses=options.local_addresses,
+    )
+    try:
+        yield transport
+    finally:
+        transport.abort()  # a no-op once closed
+
+
+@asynccontextmanager
+async def open_server(
+    port: int, hosts: tuple[str, ...] | None, options: TransportOptions
+) -> AsyncIterator[KernelListener]:
+    """:func:`listen_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
+    listener; it is closed on exit (accepted associations are sockets of their own and
+    live on)."""
+    listener = await listen_kernel(
+        port,
+        hosts=hosts,
+        outbound_streams=options.outbound_streams,
+        max_inbound_streams=options.max_inbound_streams,
+        max_message_size=options.max_message_size,
+    )
+    try:
+        yield listener
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()

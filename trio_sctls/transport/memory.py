@@ -25,10 +25,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, final
 
 import trio
+
+if TYPE_CHECKING:
+    from .._options import TransportOptions
 
 from .._errors import AssociationAbortedError, AssociationLostError, RemoteProtocolError
 from ._base import (
@@ -438,3 +442,50 @@ async def connect_memory(
     )
     listener._deliver(server)
     return client
+
+
+@asynccontextmanager
+async def open_client(
+    hosts: tuple[str, ...] | None, port: int, options: TransportOptions
+) -> AsyncIterator[MemoryTransport]:
+    """Connect to a memory listener of this process (``hosts`` is ignored) and yield the
+    association; whatever is still open on exit is aborted.
+
+    Raises:
+        ConnectionRefusedError: nothing listens on ``port``.
+    """
+    del hosts
+    transport = await connect_memory(
+        port,
+        outbound_streams=options.outbound_streams,
+        max_inbound_streams=options.max_inbound_streams,
+        max_message_size=options.max_message_size,
+    )
+    try:
+        yield transport
+    finally:
+        transport.abort()  # a no-op once closed
+
+
+@asynccontextmanager
+async def open_server(
+    port: int, hosts: tuple[str, ...] | None, options: TransportOptions
+) -> AsyncIterator[MemoryListener]:
+    """Listen on memory ``port`` (``hosts`` is ignored) and yield the listener; it is
+    closed on exit (associations accepted from it live on: nothing runs for them).
+
+    Raises:
+        OSError: ``EADDRINUSE`` if the port is taken.
+    """
+    del hosts
+    listener = await listen_memory(
+        port,
+        outbound_streams=options.outbound_streams,
+        max_inbound_streams=options.max_inbound_streams,
+        max_message_size=options.max_message_size,
+    )
+    try:
+        yield listener
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()

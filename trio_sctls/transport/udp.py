@@ -102,6 +102,9 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
+if TYPE_CHECKING:
+    from .._options import TransportOptions
+
 from .._errors import (
     AssociationAbortedError,
     AssociationError,
@@ -1090,10 +1093,54 @@ async def open_udp_listener(
             udp.remove_endpoint(endpoint)
 
 
+@asynccontextmanager
+async def open_client(
+    hosts: tuple[str, ...] | None, port: int, options: TransportOptions
+) -> AsyncIterator[UDPTransport]:
+    """:func:`open_udp_transport` from :class:`~trio_sctls.TransportOptions`: yields the
+    association; whatever is still open on exit is aborted. ``hosts`` defaults to
+    127.0.0.1 (one path: the first is used)."""
+    async with open_udp_transport(
+        hosts or "127.0.0.1",
+        port,
+        udp_port=options.udp_port or 0,
+        remote_udp_port=options.remote_udp_port,
+        outbound_streams=options.outbound_streams,
+        max_inbound_streams=options.max_inbound_streams,
+        max_message_size=options.max_message_size,
+        local_addresses=options.local_addresses,
+    ) as transport:
+        yield transport
+
+
+@asynccontextmanager
+async def open_server(
+    port: int, hosts: tuple[str, ...] | None, options: TransportOptions
+) -> AsyncIterator[UDPListener]:
+    """:func:`open_udp_listener` from :class:`~trio_sctls.TransportOptions`: yields the
+    listener; on exit it is closed and the associations it accepted are aborted (they
+    share its socket and pump)."""
+    async with open_udp_listener(
+        port,
+        host=hosts,
+        udp_port=options.udp_port,
+        outbound_streams=options.outbound_streams,
+        max_inbound_streams=options.max_inbound_streams,
+        max_message_size=options.max_message_size,
+    ) as listener:
+        try:
+            yield listener
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+
+
 __all__ = [
     "DEFAULT_UDP_PORT",
     "UDPListener",
     "UDPTransport",
+    "open_client",
+    "open_server",
     "open_udp_listener",
     "open_udp_transport",
 ]
