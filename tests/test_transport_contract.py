@@ -276,24 +276,38 @@ async def test_a_message_over_the_peers_limit_is_sent_and_the_peer_aborts(
             await pair.client.send_message(b"x", stream=0)
 
 
-async def test_two_tasks_receiving_at_once_is_a_busy_resource_error(connect: Connect) -> None:
+async def test_two_tasks_in_receive_or_accept_at_once_is_a_busy_resource_error(
+    connect: Connect,
+) -> None:
     async with connect() as pair, trio.open_nursery() as nursery:
         nursery.start_soon(pair.server.receive)
+        nursery.start_soon(pair.listener.accept)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(trio.BusyResourceError):
             await pair.server.receive()
         with pytest.raises(trio.BusyResourceError):
             pair.server.receive_nowait()
-        await pair.client.send_message(b"wake up", stream=0)
-
-
-async def test_two_tasks_accepting_at_once_is_a_busy_resource_error(connect: Connect) -> None:
-    async with connect() as pair, trio.open_nursery() as nursery:
-        nursery.start_soon(pair.listener.accept)
-        await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(trio.BusyResourceError):
             await pair.listener.accept()
         nursery.cancel_scope.cancel()
+
+
+async def test_closing_the_listener_wakes_a_blocked_accept_with_closed_resource_error(
+    connect: Connect,
+) -> None:
+    async with connect() as pair:
+
+        async def blocked_accept() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await pair.listener.accept()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocked_accept)
+            await trio.testing.wait_all_tasks_blocked()
+            await pair.listener.aclose()
+        await pair.listener.aclose()  # idempotent
+        with pytest.raises(trio.ClosedResourceError):
+            await pair.listener.accept()
 
 
 async def test_a_cancelled_send_queues_nothing_and_a_cancelled_receive_loses_nothing(
