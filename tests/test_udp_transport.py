@@ -287,7 +287,7 @@ async def test_many_associations_share_one_server_socket() -> None:
 
 
 async def test_two_servers_share_the_default_udp_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(udp, "DEFAULT_UDP_PORT", free_udp_port())
+    monkeypatch.setattr(udp._listener, "DEFAULT_UDP_PORT", free_udp_port())
 
     async def identify(name: bytes, sctp: MessageTransport) -> None:
         await receive_message(sctp)
@@ -301,7 +301,7 @@ async def test_two_servers_share_the_default_udp_port(monkeypatch: pytest.Monkey
         second = await nursery.start(
             partial(serve_sctp, partial(identify, b"second"), 0, host="127.0.0.1", transport="udp")
         )
-        assert first.udp_port == second.udp_port == udp.DEFAULT_UDP_PORT
+        assert first.udp_port == second.udp_port == udp._listener.DEFAULT_UDP_PORT
         assert first.port != second.port
         for listener, name in ((first, b"first"), (second, b"second")):
             async with open_sctp_association("127.0.0.1", listener.port, transport="udp") as c:
@@ -403,7 +403,7 @@ async def test_cancelling_a_connect_leaves_nothing_behind(
             ):
                 pytest.fail("connected to nobody")  # pragma: no cover
         assert black_hole.recv(65536)  # the INIT went out
-    assert not udp._registry()  # the shared socket is gone with its last user
+    assert not udp._socket._registry()  # the shared socket is gone with its last user
 
 
 # -- flow control ---------------------------------------------------------------------------
