@@ -32,7 +32,12 @@ from trio_sctls.transport import (
     ShutdownReceived,
     StreamReset,
 )
-from trio_sctls.transport._registry import open_client, open_server
+from trio_sctls.transport._registry import (
+    kernel_sctp_available,
+    open_client,
+    open_server,
+    resolve,
+)
 from trio_sctls.transport.memory import MemoryTransport
 
 #: A deadlock fails the test instead of hanging the (VM) run.
@@ -370,3 +375,10 @@ async def test_aclose_is_graceful_and_idempotent_and_aborts_when_cancelled(
             await cancelled.client.aclose()
         with pytest.raises(AssociationAbortedError):
             await next_message(cancelled.server)
+
+
+def test_the_registry_resolves_auto_by_what_this_kernel_has() -> None:
+    assert resolve("auto") == ("kernel" if kernel_sctp_available() else "udp")
+    assert [resolve(name) for name in ("memory", "udp", "kernel")] == ["memory", "udp", "kernel"]
+    with pytest.raises(ValueError, match="unknown transport"):
+        resolve("tcp")  # type: ignore[arg-type]

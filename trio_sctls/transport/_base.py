@@ -27,52 +27,57 @@ anything to ``CLOSED``), through :meth:`MessageTransport._peer_shut_down`,
 
 The contract, the same on every transport (``tests/test_transport_contract.py``):
 
-================================================  ================================================
-situation                                         outcome
-================================================  ================================================
+=================================================  ================================================
+situation                                          outcome
+=================================================  ================================================
 peer graceful SHUTDOWN, then our ``send_message``  :class:`~trio_sctls.PeerShutdownError`
-peer SHUTDOWN, our ``receive``                    messages already received, then
-                                                  :class:`ShutdownReceived`, then
-                                                  :class:`trio.EndOfChannel` on every later call
-peer ABORT                                        ``receive``: messages delivered before it, then
-                                                  :class:`~trio_sctls.AssociationAbortedError`
-                                                  (with the peer's reason, when it sent one);
-                                                  ``send_message``: the same error; repeated
-association lost (retransmission limit)           :class:`~trio_sctls.AssociationLostError` on
-                                                  receive and send
-our own ``aclose()`` / ``abort()``, then          :class:`trio.ClosedResourceError`; tasks blocked
-receive / send / reset                            in receive or send are woken with it
-bad stream id, empty message, ppid not 32-bit,    :class:`ValueError`, nothing sent, state
-message larger than *our* ``max_message_size``    unchanged
-the peer sends a message larger than our          we abort: our ``receive`` raises
-``max_message_size``                              :class:`~trio_sctls.RemoteProtocolError`; the
-                                                  peer gets ``AssociationAbortedError``
-we send a message within our limit but over the   it is sent; the peer aborts as above and we get
-peer's                                            ``AssociationAbortedError``
-two tasks in ``receive`` (or a listener's         :class:`trio.BusyResourceError`
+peer SHUTDOWN, our ``receive``                     messages already received, then
+                                                   :class:`ShutdownReceived`, then
+                                                   :class:`trio.EndOfChannel` on every later call
+peer ABORT                                         ``receive``: messages delivered before it, then
+                                                   :class:`~trio_sctls.AssociationAbortedError`
+                                                   (with the peer's reason, when it sent one);
+                                                   ``send_message``: the same error; repeated
+association lost (retransmission limit)            :class:`~trio_sctls.AssociationLostError` on
+                                                   receive and send
+our own ``aclose()`` / ``abort()``, then           :class:`trio.ClosedResourceError`; tasks blocked
+receive / send / reset                             in receive or send are woken with it
+bad stream id, empty message, ppid not 32-bit,     :class:`ValueError`, nothing sent, state
+message larger than *our* ``max_message_size``     unchanged
+the peer sends a message larger than our           we abort: our ``receive`` raises
+``max_message_size``                               :class:`~trio_sctls.RemoteProtocolError`; the
+                                                   peer gets ``AssociationAbortedError``
+we send a message within our limit but over the    it is sent; the peer aborts as above and we get
+peer's                                             ``AssociationAbortedError``
+two tasks in ``receive`` (or a listener's          :class:`trio.BusyResourceError`
 ``accept``) at once
-cancellation                                      a cancelled send queued the whole message or
-                                                  nothing (``Cancelled`` only when nothing); a
-                                                  cancelled receive loses no message; every call
-                                                  is a checkpoint
-``abort(reason="")``                              sync, idempotent; the reason travels in a
-                                                  User-Initiated Abort cause where the transport
-                                                  can (not on Linux one-to-one sockets)
-``aclose()``                                      graceful SHUTDOWN, idempotent; aborts if
-                                                  cancelled
-================================================  ================================================
+cancellation                                       a cancelled send queued the whole message or
+                                                   nothing (``Cancelled`` only when nothing); a
+                                                   cancelled receive loses no message; every call
+                                                   is a checkpoint
+``abort(reason="")``                               sync, idempotent; the reason travels in a
+                                                   User-Initiated Abort cause where the transport
+                                                   can (not on Linux one-to-one sockets)
+``aclose()``                                       graceful SHUTDOWN, idempotent; aborts if
+                                                   cancelled
+=================================================  ================================================
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NoReturn, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypedDict, TypeVar
 
 import trio
 
 from .._errors import AssociationError, PeerShutdownError
+
+if TYPE_CHECKING:
+    from .._options import TransportOptions
 
 #: RFC 3436 section 3.2: SCTP must carry user messages of at least 2**14 + 2048 + 5 bytes
 #: (the largest TLS record a TLS 1.2 peer may send). Every transport accepts at least this.
@@ -425,10 +430,7 @@ class MessageTransport(abc.ABC):
             trio.BrokenResourceError: the association is gone or shutting down.
         """
         if not 0 <= stream < self._outbound_streams:
-            raise ValueError(
-                f"stream {stream} out of range: this association has "
-                f"{self._outbound_streams} outbound streams"
-            )
+            raise _stream_out_of_range(self, stream)
         if self._state is not TransportState.OPEN:
             await trio.lowlevel.checkpoint()
             self._check_status()
@@ -569,10 +571,7 @@ def check_send_args(
         ValueError: what is wrong with them.
     """
     if not 0 <= stream < transport.outbound_streams:
-        raise ValueError(
-            f"stream {stream} out of range: this association has "
-            f"{transport.outbound_streams} outbound streams"
-        )
+        raise _stream_out_of_range(transport, stream)
     if not len(data):
         raise ValueError("SCTP user messages must not be empty")
     if len(data) > transport.max_message_size:
@@ -582,3 +581,53 @@ def check_send_args(
         )
     if not 0 <= ppid < 2**32:
         raise ValueError(f"ppid {ppid} does not fit in 32 bits")
+
+
+def _stream_out_of_range(transport: MessageTransport, stream: int) -> ValueError:
+    return ValueError(
+        f"stream {stream} out of range: this association has "
+        f"{transport.outbound_streams} outbound streams"
+    )
+
+
+# -- for the transports' registry factories (open_client / open_server) -----------------------
+
+
+class StreamArguments(TypedDict):
+    """The keyword arguments every transport's connect and listen functions share."""
+
+    outbound_streams: int
+    max_inbound_streams: int
+    max_message_size: int
+
+
+def stream_arguments(options: TransportOptions) -> StreamArguments:
+    """The :class:`StreamArguments` of ``options``."""
+    return {
+        "outbound_streams": options.outbound_streams,
+        "max_inbound_streams": options.max_inbound_streams,
+        "max_message_size": options.max_message_size,
+    }
+
+
+_Transport = TypeVar("_Transport", bound=MessageTransport)
+_Listener = TypeVar("_Listener", bound=MessageListener)
+
+
+@asynccontextmanager
+async def aborted_on_exit(transport: _Transport) -> AsyncIterator[_Transport]:
+    """Yield ``transport``; abort it on exit (a no-op once it is closed)."""
+    try:
+        yield transport
+    finally:
+        transport.abort()
+
+
+@asynccontextmanager
+async def closed_on_exit(listener: _Listener) -> AsyncIterator[_Listener]:
+    """Yield ``listener``; close it on exit, even when cancelled."""
+    try:
+        yield listener
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()

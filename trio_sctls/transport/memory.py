@@ -44,6 +44,9 @@ from ._base import (
     ShutdownReceived,
     StreamReset,
     TransportState,
+    aborted_on_exit,
+    closed_on_exit,
+    stream_arguments,
 )
 
 #: Bytes a receiver may hold unread before senders wait; like a default SCTP rwnd.
@@ -455,16 +458,9 @@ async def open_client(
         ConnectionRefusedError: nothing listens on ``port``.
     """
     del hosts
-    transport = await connect_memory(
-        port,
-        outbound_streams=options.outbound_streams,
-        max_inbound_streams=options.max_inbound_streams,
-        max_message_size=options.max_message_size,
-    )
-    try:
+    connecting = connect_memory(port, **stream_arguments(options))
+    async with aborted_on_exit(await connecting) as transport:
         yield transport
-    finally:
-        transport.abort()  # a no-op once closed
 
 
 @asynccontextmanager
@@ -478,14 +474,6 @@ async def open_server(
         OSError: ``EADDRINUSE`` if the port is taken.
     """
     del hosts
-    listener = await listen_memory(
-        port,
-        outbound_streams=options.outbound_streams,
-        max_inbound_streams=options.max_inbound_streams,
-        max_message_size=options.max_message_size,
-    )
-    try:
+    listening = listen_memory(port, **stream_arguments(options))
+    async with closed_on_exit(await listening) as listener:
         yield listener
-    finally:
-        with trio.CancelScope(shield=True):
-            await listener.aclose()

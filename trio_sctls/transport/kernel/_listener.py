@@ -37,6 +37,9 @@ from ..._errors import (
 from .._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageListener,
+    aborted_on_exit,
+    closed_on_exit,
+    stream_arguments,
 )
 from .._linux import (
     _IGNORED_ACCEPT_ERRORS,
@@ -352,18 +355,14 @@ async def open_client(
     """:func:`connect_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
     association; whatever is still open on exit is aborted. ``hosts`` defaults to
     127.0.0.1."""
-    transport = await connect_kernel(
+    connecting = connect_kernel(
         hosts or "127.0.0.1",
         port,
-        outbound_streams=options.outbound_streams,
-        max_inbound_streams=options.max_inbound_streams,
-        max_message_size=options.max_message_size,
         local_addresses=options.local_addresses,
+        **stream_arguments(options),
     )
-    try:
+    async with aborted_on_exit(await connecting) as transport:
         yield transport
-    finally:
-        transport.abort()  # a no-op once closed
 
 
 @asynccontextmanager
@@ -373,15 +372,6 @@ async def open_server(
     """:func:`listen_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
     listener; it is closed on exit (accepted associations are sockets of their own and
     live on)."""
-    listener = await listen_kernel(
-        port,
-        hosts=hosts,
-        outbound_streams=options.outbound_streams,
-        max_inbound_streams=options.max_inbound_streams,
-        max_message_size=options.max_message_size,
-    )
-    try:
+    listening = listen_kernel(port, hosts=hosts, **stream_arguments(options))
+    async with closed_on_exit(await listening) as listener:
         yield listener
-    finally:
-        with trio.CancelScope(shield=True):
-            await listener.aclose()
