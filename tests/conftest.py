@@ -115,9 +115,10 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """
     name: TransportName = request.param
     if name == "udp":
-        from trio_sctls.transport import udp
+        from trio_sctls.transport.udp import _listener
 
-        monkeypatch.setattr(udp, "DEFAULT_UDP_PORT", free_udp_port())
+        # The openers read the default from their own module, at call time.
+        monkeypatch.setattr(_listener, "DEFAULT_UDP_PORT", free_udp_port())
     return name
 
 

@@ -15,6 +15,7 @@ from trio_sctls.transport import Message
 from trio_sctls.transport.udp import open_udp_listener, open_udp_transport
 
 from .soak.fuzz_udp_endpoint import run_fuzz
+from .test_udp_transport import read_waiting
 
 
 async def test_the_soak_fuzzer_core_on_a_few_thousand_datagrams() -> None:
@@ -26,12 +27,7 @@ async def test_the_soak_fuzzer_core_on_a_few_thousand_datagrams() -> None:
 
 async def _drain(sock: socket.socket) -> list[bytes]:
     await trio.testing.wait_all_tasks_blocked(0.02)
-    out = []
-    while True:
-        try:
-            out.append(sock.recv(65536))
-        except BlockingIOError:
-            return out
+    return read_waiting(sock)
 
 
 async def test_an_init_flood_and_forged_cookies_leave_the_listener_as_it_was() -> None:

@@ -35,6 +35,7 @@ from trio_sctls import (
 from trio_sctls.transport import Message
 
 from .conftest import SERVER_NAME, client_context, server_context
+from .test_udp_transport import echo
 
 pytestmark = pytest.mark.kernel
 
@@ -67,17 +68,6 @@ def kernel_udp() -> Iterator[tuple[int, int]]:
     finally:
         for name, value in saved.items():
             (SYSCTL / name).write_text(value)
-
-
-async def echo(sctp: MessageTransport) -> None:
-    """Echo every message on its stream, with its PPID, until the peer shuts down."""
-    while True:
-        try:
-            item = await sctp.receive()
-        except trio.EndOfChannel:
-            return
-        if isinstance(item, Message):
-            await sctp.send_message(item.data, stream=item.stream, ppid=item.ppid)
 
 
 async def exchange_plain(sctp: MessageTransport) -> None:

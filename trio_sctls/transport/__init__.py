@@ -1,7 +1,8 @@
 """Transports: the SCTP association below the TLS layer.
 
 :class:`MessageTransport` is the interface; ``memory`` (an in-process pair), ``kernel``
-(Linux kernel SCTP) and ``udp`` (our own SCTP over UDP, RFC 6951) implement it.
+(Linux kernel SCTP) and ``udp`` (our own SCTP over UDP, RFC 6951) implement it, and
+``_registry`` opens any of them by name.
 """
 
 from ._base import (
@@ -48,4 +49,7 @@ from ._base import (
 )
 from ._base import (
     StreamReset as StreamReset,
+)
+from ._base import (
+    TransportState as TransportState,
 )

@@ -1,9 +1,17 @@
 """The Linux SCTP socket API from Python: constants and struct layouts of
-``include/uapi/linux/sctp.h`` (checked against Debian's 6.1 kernel, see kernel.py),
+``include/uapi/linux/sctp.h`` (checked against Debian's 6.1 kernel, see below),
 socket creation and options, socket addresses, and parsing of notifications.
 
 Everything here is synchronous and stateless; :mod:`trio_sctls.transport.kernel` builds
 the transport on it.
+
+**Struct layouts** (x86-64, checked against Debian's 6.1 kernel): ``sctp_initmsg``
+``=HHHH`` (8 bytes); ``sctp_sndinfo`` ``@HHIIi`` (16); ``sctp_rcvinfo`` ``@HHHIIIIi``
+(28: two padding bytes after the flags, PPID at offset 8); ``sctp_event`` ``@iHB`` padded
+to 8; ``sctp_status`` 176 bytes starting ``=iiIHHHHI`` (``sstat_state`` is the kernel's
+state plus one); the notifications as parsed here. ``SCTP_GET_LOCAL_ADDRS`` reports
+an ``optlen`` that leaves out its 8-byte header, so the address count is what is
+trusted, not the length.
 """
 
 from __future__ import annotations

@@ -25,22 +25,28 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
-from typing import final
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, final
 
 import trio
 
-from .._errors import AssociationAbortedError
+if TYPE_CHECKING:
+    from .._options import TransportOptions
+
+from .._errors import AssociationAbortedError, AssociationLostError, RemoteProtocolError
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
-    MAX_ABORT_REASON,
     Message,
     MessageListener,
     MessageTransport,
     Received,
     ShutdownReceived,
     StreamReset,
-    check_send_args,
+    TransportState,
+    aborted_on_exit,
+    closed_on_exit,
+    stream_arguments,
 )
 
 #: Bytes a receiver may hold unread before senders wait; like a default SCTP rwnd.
@@ -54,18 +60,15 @@ _sequence = itertools.count()
 class _Inbox:
     """One direction of the link: what the receiving end has not read yet."""
 
-    def __init__(self, window: int, max_message_size: int) -> None:
+    def __init__(self, window: int) -> None:
         self.window = window
-        # The receiving end's limit on one message.
-        self.max_message_size = max_message_size
         self.heap: list[tuple[float, int, Message | StreamReset]] = []
         self.buffered = 0
         self.last_due: dict[int, float] = {}
-        # Set when the sending end shut down (graceful) or aborted.
+        # Set when the sending end shut down gracefully: ShutdownReceived follows the
+        # messages it sent before.
         self.shutdown = False
         self.shutdown_reported = False
-        self.aborted = False
-        self.abort_reason = ""
         self.arrived = trio.lowlevel.ParkingLot()
         self.drained = trio.lowlevel.ParkingLot()
 
@@ -90,16 +93,30 @@ class _Inbox:
         # read everything, as SCTP lets one message through an empty window.
         return self.buffered == 0 or self.buffered + size <= self.window
 
+    def pop_due(self) -> Message | StreamReset | None:
+        """The earliest message that is due now, if any."""
+        if self.heap and self.heap[0][0] <= trio.current_time():
+            _, _, item = heapq.heappop(self.heap)
+            if type(item) is Message:
+                self.buffered -= len(item.data)
+                self.drained.unpark_all()
+            return item
+        return None
 
-def _aborted_by_peer(reason: str) -> AssociationAbortedError:
-    detail = f": {reason}" if reason else ""
-    return AssociationAbortedError(f"the peer aborted the association{detail}")
+    def wake(self) -> None:
+        self.arrived.unpark_all()
+        self.drained.unpark_all()
 
 
 @final
 class MemoryTransport(MessageTransport):
     """One end of an in-process association. Create pairs with :func:`memory_pair` or
-    through :func:`listen_memory` / :func:`connect_memory`."""
+    through :func:`listen_memory` / :func:`connect_memory`.
+
+    It plays both SCTP stacks: what the peer's stack would do on receiving (abort on a
+    message over its limit, report our SHUTDOWN or ABORT) is done here, on the peer
+    object, when we send.
+    """
 
     kind = "memory"
 
@@ -107,34 +124,21 @@ class MemoryTransport(MessageTransport):
         self,
         *,
         inbox: _Inbox,
-        peer_inbox: _Inbox,
         outbound_streams: int,
         inbound_streams: int,
+        max_message_size: int,
         delay: StreamDelay | None,
         local: tuple[str, int],
         peer: tuple[str, int],
     ) -> None:
         self._inbox = inbox
-        self._peer_inbox = peer_inbox
-        self._outbound = outbound_streams
-        self._inbound = inbound_streams
+        self._outbound_streams = outbound_streams
+        self._inbound_streams = inbound_streams
+        self._max_message_size = max_message_size
         self._delay = delay
         self._local = local
-        self._peer = peer
-        self._closed = False
-        self._receiving = False
-
-    @property
-    def outbound_streams(self) -> int:
-        return self._outbound
-
-    @property
-    def inbound_streams(self) -> int:
-        return self._inbound
-
-    @property
-    def max_message_size(self) -> int:
-        return self._inbox.max_message_size
+        self._peer_address = peer
+        self._peer: MemoryTransport = self  # set by memory_pair
 
     @property
     def local_addresses(self) -> list[tuple[str, int]]:
@@ -142,135 +146,113 @@ class MemoryTransport(MessageTransport):
 
     @property
     def peer_addresses(self) -> list[tuple[str, int]]:
-        return [self._peer]
+        return [self._peer_address]
 
-    def _check_sendable(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this transport was closed")
-        if self._inbox.aborted:
-            raise _aborted_by_peer(self._inbox.abort_reason)
-        if self._inbox.shutdown:
-            # RFC 9260 section 9.2: after receiving SHUTDOWN, accept no new data from
-            # the upper layer.
-            raise trio.BrokenResourceError("the peer shut the association down")
+    def _wake_all(self) -> None:
+        self._inbox.wake()
+        self._peer._inbox.wake()
 
-    async def send_message(
-        self,
-        data: bytes | bytearray | memoryview,
-        *,
-        stream: int,
-        ppid: int = 0,
-        unordered: bool = False,
+    # -- the peer's stack -------------------------------------------------------------------
+
+    def _aborted_by_peer(self, reason: str) -> None:
+        detail = f": {reason}" if reason else ""
+        self._break(AssociationAbortedError(f"the peer aborted the association{detail}"))
+        self._wake_all()
+
+    def _protocol_abort(self, error: RemoteProtocolError) -> None:
+        """We (this end) abort because the peer broke the protocol."""
+        self._break(error)
+        self._peer._aborted_by_peer("")
+
+    def lose(self, reason: str = "peer unreachable") -> None:
+        """Fault injection: lose the association, as a retransmission limit reached on
+        a dead network would. Both ends get :class:`~trio_sctls.AssociationLostError`
+        (after what was already delivered)."""
+        for end in (self, self._peer):
+            end._break(AssociationLostError(f"the association was lost: {reason}"))
+        self._wake_all()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _send(
+        self, data: bytes | bytearray | memoryview, stream: int, ppid: int, unordered: bool
     ) -> None:
-        check_send_args(self, data, stream, ppid)
         message = Message(bytes(data), stream, ppid, unordered)
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_sendable()
-        while not self._peer_inbox.has_room(len(message.data)):
-            await self._peer_inbox.drained.park()
-            self._check_sendable()
-        if len(message.data) > self._peer_inbox.max_message_size:
-            # The peer's SCTP stack would abort on a message beyond its limit; so do we,
-            # on both ends, as a real association would.
-            self._abort_link()
-            raise AssociationAbortedError(
-                f"message of {len(message.data)} bytes exceeds the peer's maximum",
-                stream=stream,
+        self._check_status()
+        peer_inbox = self._peer._inbox
+        while not peer_inbox.has_room(len(message.data)):
+            await peer_inbox.drained.park()
+            self._check_status()
+        peer = self._peer
+        if len(message.data) > peer._max_message_size:
+            # It is sent; the peer's stack refuses it and aborts, as SCTP would.
+            peer._protocol_abort(
+                RemoteProtocolError(
+                    f"inbound message of {len(message.data)} bytes exceeds "
+                    f"max_message_size ({peer._max_message_size}); association aborted",
+                    stream=stream,
+                )
             )
-        delay = self._delay(stream) if self._delay is not None else 0.0
-        self._peer_inbox.put(message, delay)
+        else:
+            delay = self._delay(stream) if self._delay is not None else 0.0
+            peer_inbox.put(message, delay)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def receive(self) -> Received:
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this transport")
-        self._receiving = True
-        try:
-            return await self._receive()
-        finally:
-            self._receiving = False
+    async def _reset(self, stream: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        self._check_status()
+        self._peer._inbox.put_reset(stream)
+        return True
 
-    def receive_nowait(self) -> Received:
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this transport")
-        if self._closed:
-            raise trio.ClosedResourceError("this transport was closed")
-        inbox = self._inbox
-        if inbox.heap and inbox.heap[0][0] <= trio.current_time():
-            _, _, message = heapq.heappop(inbox.heap)
-            if isinstance(message, Message):
-                inbox.buffered -= len(message.data)
-                inbox.drained.unpark_all()
-            return message
-        # Nothing due; the end of the association is left to receive().
-        raise trio.WouldBlock
+    # -- receiving --------------------------------------------------------------------------
+
+    def _receive_nowait(self) -> Received:
+        item = self._inbox.pop_due()
+        if item is None:
+            # Nothing due; the end of the association is left to receive().
+            raise trio.WouldBlock
+        return item
 
     async def _receive(self) -> Received:
         await trio.lowlevel.checkpoint_if_cancelled()
         inbox = self._inbox
         while True:
-            if self._closed:
-                raise trio.ClosedResourceError("this transport was closed")
-            if inbox.heap:
-                due = inbox.heap[0][0]
-                # As in a kernel, what arrived before an ABORT can still be read; what
-                # is still in flight (delayed) dies with the association.
-                if due <= trio.current_time():
-                    _, _, message = heapq.heappop(inbox.heap)
-                    if isinstance(message, Message):
-                        inbox.buffered -= len(message.data)
-                        inbox.drained.unpark_all()
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return message
-                if not inbox.aborted:
-                    with trio.move_on_at(due):
-                        await inbox.arrived.park()
-                    continue
-            if inbox.aborted:
-                raise _aborted_by_peer(inbox.abort_reason)
-            if inbox.shutdown:
-                if not inbox.shutdown_reported:
-                    inbox.shutdown_reported = True
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return ShutdownReceived()
+            if self._state is TransportState.CLOSED:
+                self._end_of_receive()
+            # As in a kernel, what arrived before an ABORT can still be read; what is
+            # still in flight (delayed) dies with the association.
+            item = inbox.pop_due()
+            if item is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                raise trio.EndOfChannel
+                return item
+            broken = self._state is TransportState.BROKEN
+            if inbox.heap and not broken:
+                with trio.move_on_at(inbox.heap[0][0]):
+                    await inbox.arrived.park()
+                continue
+            if broken or inbox.shutdown:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not broken and not inbox.shutdown_reported:
+                    inbox.shutdown_reported = True
+                    return ShutdownReceived()
+                self._end_of_receive()
             await inbox.arrived.park()
 
-    async def reset_outgoing_stream(self, stream: int) -> bool:
-        if not 0 <= stream < self._outbound:
-            raise ValueError(f"stream {stream} out of range")
-        await trio.lowlevel.checkpoint()
-        self._check_sendable()
-        self._peer_inbox.put_reset(stream)
-        return True
+    # -- closing ----------------------------------------------------------------------------
 
-    def _wake_all(self) -> None:
-        for inbox in (self._inbox, self._peer_inbox):
-            inbox.arrived.unpark_all()
-            inbox.drained.unpark_all()
-
-    def _abort_link(self, reason: str = "") -> None:
-        self._peer_inbox.aborted = True
-        self._peer_inbox.abort_reason = reason[:MAX_ABORT_REASON]
-        self._closed = True
+    async def _close(self, previous: TransportState) -> None:
+        if previous is not TransportState.BROKEN:
+            # SHUTDOWN: what we queued is still delivered; the peer may send nothing
+            # new. Our unread inbound data is dropped, as close() does in a kernel.
+            self._peer._inbox.shutdown = True
+            self._peer._peer_shut_down()
         self._wake_all()
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if not self._inbox.aborted:
-                # SHUTDOWN: what we queued is still delivered; the peer may send nothing
-                # new. Our unread inbound data is dropped, as close() does in a kernel.
-                self._peer_inbox.shutdown = True
-                self._inbox.shutdown = True
-                self._inbox.shutdown_reported = True
-            self._wake_all()
         await trio.lowlevel.checkpoint()
 
-    def abort(self, reason: str = "") -> None:
-        if not self._closed:
-            self._abort_link(reason)
+    def _abort(self, reason: str) -> None:
+        self._peer._aborted_by_peer(reason)
+        self._wake_all()
 
 
 def memory_pair(
@@ -312,28 +294,29 @@ def memory_pair(
     ):
         if not 1 <= count <= 65535:
             raise ValueError(f"{name} must be in 1..65535, not {count}")
-    to_server = _Inbox(window, server_max_message_size or max_message_size)
-    to_client = _Inbox(window, max_message_size)
+    to_server = _Inbox(window)
+    to_client = _Inbox(window)
     c2s = min(client_outbound, server_max_inbound)
     s2c = min(server_outbound, client_max_inbound)
     client = MemoryTransport(
         inbox=to_client,
-        peer_inbox=to_server,
         outbound_streams=c2s,
         inbound_streams=s2c,
+        max_message_size=max_message_size,
         delay=client_delay,
         local=client_address,
         peer=server_address,
     )
     server = MemoryTransport(
         inbox=to_server,
-        peer_inbox=to_client,
         outbound_streams=s2c,
         inbound_streams=c2s,
+        max_message_size=server_max_message_size or max_message_size,
         delay=server_delay,
         local=server_address,
         peer=client_address,
     )
+    client._peer, server._peer = server, client
     return client, server
 
 
@@ -365,7 +348,6 @@ class MemoryListener(MessageListener):
         self.delay = delay
         self.window = window
         self._send, self._receive = trio.open_memory_channel[MemoryTransport](math.inf)
-        self._closed = False
 
     @property
     def port(self) -> int:
@@ -374,26 +356,28 @@ class MemoryListener(MessageListener):
     def _deliver(self, transport: MemoryTransport) -> None:
         self._send.send_nowait(transport)
 
-    async def accept(self) -> MemoryTransport:
+    if TYPE_CHECKING:
+
+        async def accept(self) -> MemoryTransport:
+            """The next association (see :meth:`MessageListener.accept`)."""
+
+    async def _accept(self) -> MemoryTransport:
         try:
             return await self._receive.receive()
-        except trio.EndOfChannel:
-            raise trio.ClosedResourceError("this listener was closed") from None
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.ClosedResourceError("this memory listener was closed") from None
 
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if _listeners.get(self._port) is self:
-                del _listeners[self._port]
-            # Associations nobody accepted are aborted, as a closing kernel listener
-            # aborts its backlog.
-            while True:
-                try:
-                    self._receive.receive_nowait().abort()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            self._send.close()
-        await trio.lowlevel.checkpoint()
+    def _close(self) -> None:
+        if _listeners.get(self._port) is self:
+            del _listeners[self._port]
+        # Associations nobody accepted are aborted, as a closing kernel listener aborts
+        # its backlog.
+        while True:
+            try:
+                self._receive.receive_nowait().abort()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self._send.close()
 
 
 async def listen_memory(
@@ -461,3 +445,35 @@ async def connect_memory(
     )
     listener._deliver(server)
     return client
+
+
+@asynccontextmanager
+async def open_client(
+    hosts: tuple[str, ...] | None, port: int, options: TransportOptions
+) -> AsyncIterator[MemoryTransport]:
+    """Connect to a memory listener of this process (``hosts`` is ignored) and yield the
+    association; whatever is still open on exit is aborted.
+
+    Raises:
+        ConnectionRefusedError: nothing listens on ``port``.
+    """
+    del hosts
+    connecting = connect_memory(port, **stream_arguments(options))
+    async with aborted_on_exit(await connecting) as transport:
+        yield transport
+
+
+@asynccontextmanager
+async def open_server(
+    port: int, hosts: tuple[str, ...] | None, options: TransportOptions
+) -> AsyncIterator[MemoryListener]:
+    """Listen on memory ``port`` (``hosts`` is ignored) and yield the listener; it is
+    closed on exit (associations accepted from it live on: nothing runs for them).
+
+    Raises:
+        OSError: ``EADDRINUSE`` if the port is taken.
+    """
+    del hosts
+    listening = listen_memory(port, **stream_arguments(options))
+    async with closed_on_exit(await listening) as listener:
+        yield listener
