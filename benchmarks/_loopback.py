@@ -69,7 +69,9 @@ async def _serving(
             )
         )
         try:
-            yield Address(listener.port, listener.udp_port if udp else None)
+            # A secure listener wraps the transport's; the UDP port is the latter's.
+            inner = getattr(listener, "transport_listener", listener)
+            yield Address(listener.port, inner.udp_port if udp else None)
         finally:
             nursery.cancel_scope.cancel()
 

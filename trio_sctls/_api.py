@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Unpack
+from typing import Literal, Unpack
 
 import trio
 
@@ -40,7 +40,7 @@ def _hosts(hosts: Hosts) -> tuple[str, ...] | None:
     return (hosts,) if isinstance(hosts, str) else tuple(hosts)
 
 
-def resolve_transport(transport: TransportName) -> str:
+def resolve_transport(transport: TransportName) -> Literal["kernel", "udp", "memory"]:
     """Turn ``"auto"`` into what it means here: kernel SCTP where the kernel has it,
     otherwise our own SCTP over UDP (RFC 6951), which talks to any SCTP-over-UDP peer,
     Linux's included."""
@@ -304,6 +304,7 @@ async def serve_sctp(
 
 
 __all__ = [
+    "TransportName",
     "kernel_sctp_available",
     "open_association",
     "open_listener",

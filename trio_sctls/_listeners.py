@@ -30,7 +30,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import Any, Protocol, TypeVar, final
 
 import trio
 
@@ -60,7 +60,7 @@ class Closable(Protocol):
 _Accepted = TypeVar("_Accepted", bound=Closable, covariant=True)
 
 
-class Listener(Protocol, Generic[_Accepted]):
+class Listener(Protocol[_Accepted]):
     """What :func:`serve_listeners` accepts from: a :class:`SecureListener` or a
     transport's :class:`~trio_sctls.MessageListener`."""
 

@@ -39,7 +39,7 @@ from ...sctp import (
     PeerError,
     SCTPConfig,
     StreamResetFailed,
-    StreamsReset,
+    StreamResetDone,
 )
 from ...sctp import Event as SCTPEvent
 from ...sctp import ShutdownComplete as SCTPShutdownComplete
@@ -201,14 +201,14 @@ class UDPTransport(MessageTransport):
             self._peer_shut_down()
             self._inbox.append(ShutdownReceived())
             self._wake_all()
-        elif isinstance(event, StreamsReset):
+        elif isinstance(event, StreamResetDone):
             if not event.outgoing and self._state is not TransportState.CLOSED:
                 self._inbox.append(StreamReset(event.streams))
                 self._readers.unpark_all()
         elif isinstance(event, PeerError):
             if event.causes and self._state is not TransportState.CLOSED:
                 raw = b"".join(bytes(cause) for cause in event.causes)
-                self._inbox.append(RemoteError(event.causes[0].cause_code, raw[4:]))
+                self._inbox.append(RemoteError(event.causes[0].code, raw[4:]))
                 self._readers.unpark_all()
         elif isinstance(event, SCTPShutdownComplete):
             self._finish(None)
