@@ -65,6 +65,19 @@ class TransportOptions:
         udp_port: (udp) our UDP port. Clients default to an ephemeral one, servers to
             9899, the IANA port that the servers of one process share.
         remote_udp_port: (udp, clients) the peer's UDP port; default 9899.
+        heartbeat_interval: seconds between HEARTBEATs on an idle path (RFC 9260
+            HB.interval), which is how a peer that vanished is noticed.
+        rto_initial: the first retransmission timeout, in seconds (RTO.Initial).
+        rto_min: the smallest retransmission timeout (RTO.Min).
+        rto_max: the largest retransmission timeout (RTO.Max).
+        max_retransmissions: consecutive unanswered retransmissions and heartbeats
+            after which the association is declared lost (Association.Max.Retrans).
+        max_init_retransmissions: retransmissions of INIT and COOKIE ECHO before
+            connecting fails (Max.Init.Retransmits).
+
+    The timer fields default to ``None``: the transport's own default, which is RFC
+    9260's on udp (tuned for loopback peers) and the system's (``net.sctp.*`` sysctls)
+    on kernel SCTP; see the README's table. Set them to notice dead peers sooner.
     """
 
     transport: TransportName = "auto"
@@ -74,6 +87,12 @@ class TransportOptions:
     local_addresses: tuple[str, ...] | None = None
     udp_port: int | None = None
     remote_udp_port: int | None = None
+    heartbeat_interval: float | None = None
+    rto_initial: float | None = None
+    rto_min: float | None = None
+    rto_max: float | None = None
+    max_retransmissions: int | None = None
+    max_init_retransmissions: int | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in ("auto", "kernel", "udp", "memory"):
@@ -88,6 +107,17 @@ class TransportOptions:
                 "(the largest TLS record, RFC 3436 section 3.2)"
             )
         _check_port("udp_port", self.udp_port)
+        for name in ("heartbeat_interval", "rto_initial", "rto_min", "rto_max"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, not {value}")
+        rtos = [v for v in (self.rto_min, self.rto_initial, self.rto_max) if v is not None]
+        if rtos != sorted(rtos):
+            raise ValueError("need rto_min <= rto_initial <= rto_max")
+        for name in ("max_retransmissions", "max_init_retransmissions"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= 255:
+                raise ValueError(f"{name} must be in 1..255, not {value}")
         _check_port("remote_udp_port", self.remote_udp_port)
         if self.local_addresses is not None:
             if isinstance(self.local_addresses, str):
@@ -174,6 +204,12 @@ class TransportKeywords(TypedDict, total=False):
     local_addresses: Sequence[str] | None
     udp_port: int | None
     remote_udp_port: int | None
+    heartbeat_interval: float | None
+    rto_initial: float | None
+    rto_min: float | None
+    rto_max: float | None
+    max_retransmissions: int | None
+    max_init_retransmissions: int | None
 
 
 class AssociationKeywords(TypedDict, total=False):
