@@ -11,10 +11,12 @@ from ._api import open_sctp_association as open_sctp_association
 from ._api import open_transport as open_transport
 from ._api import serve as serve
 from ._api import serve_sctp as serve_sctp
+from ._association import AssociationStatistics as AssociationStatistics
 from ._association import Channel as Channel
 from ._association import ChannelInfo as ChannelInfo
 from ._association import SecureAssociation as SecureAssociation
-from ._association import default_session_cache as default_session_cache
+from ._association import run_association as run_association
+from ._association import wrap_transport as wrap_transport
 from ._errors import AssociationAbortedError as AssociationAbortedError
 from ._errors import AssociationError as AssociationError
 from ._errors import AssociationLostError as AssociationLostError
@@ -26,6 +28,8 @@ from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._errors import SCTLSError as SCTLSError
 from ._errors import SCTPNotSupportedError as SCTPNotSupportedError
 from ._errors import SendFailedError as SendFailedError
+from ._options import AssociationOptions as AssociationOptions
+from ._options import default_session_cache as default_session_cache
 from ._tls import SessionCache as SessionCache
 from .transport import Message as Message
 from .transport import MessageListener as MessageListener

@@ -12,15 +12,15 @@ from typing import Any, Literal
 
 import trio
 
-from ._association import (
+from ._association import SecureAssociation, wrap_transport
+from ._options import (
     DEFAULT_ASSOCIATION_BUDGET,
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_STREAM_BUDGET,
+    AssociationOptions,
     HandshakeStrategy,
     OverflowPolicy,
-    SecureAssociation,
     default_session_cache,
-    run_association,
 )
 from ._tls import SessionCache
 from .transport import DEFAULT_MAX_MESSAGE_SIZE, MessageListener, MessageTransport
@@ -322,23 +322,26 @@ async def open_association(
         udp_port=udp_port,
         remote_udp_port=remote_udp_port,
     ) as sctp:
-        association = SecureAssociation(
-            sctp,
-            ssl_context=ssl_context,
-            server_side=False,
-            server_hostname=server_hostname,
+        options = AssociationOptions(
             handshake=handshake,
             session_cache=session_cache,
-            session_key=(sctp.kind, first_host, port, server_hostname),
             ppid=ppid,
             stream_budget=stream_budget,
             association_budget=association_budget,
             overflow=overflow,
             plain_streams=plain_streams,
+            handshake_timeout=handshake_timeout,
             close_timeout=close_timeout,
             ticket_timeout=ticket_timeout,
         )
-        async with run_association(association, handshake_timeout=handshake_timeout):
+        async with wrap_transport(
+            sctp,
+            ssl_context,
+            options,
+            server_side=False,
+            server_hostname=server_hostname,
+            session_key=(sctp.kind, first_host, port, server_hostname),
+        ) as association:
             yield association
 
 
@@ -388,20 +391,18 @@ async def serve(
     Other arguments are as for :func:`open_association`.
     """
 
+    options = AssociationOptions(
+        ppid=ppid,
+        stream_budget=stream_budget,
+        association_budget=association_budget,
+        overflow=overflow,
+        plain_streams=plain_streams,
+        close_timeout=close_timeout,
+    )
+
     async def run_one(sctp: MessageTransport) -> None:
-        association = SecureAssociation(
-            sctp,
-            ssl_context=ssl_context,
-            server_side=True,
-            ppid=ppid,
-            stream_budget=stream_budget,
-            association_budget=association_budget,
-            overflow=overflow,
-            plain_streams=plain_streams,
-            close_timeout=close_timeout,
-        )
         try:
-            async with run_association(association):
+            async with wrap_transport(sctp, ssl_context, options, server_side=True) as association:
                 await handler(association)
         except trio.BrokenResourceError as exc:
             # AssociationError included: the peer's or the network's doing.
