@@ -11,7 +11,7 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,9 +20,17 @@ import pytest
 import trio
 import trustme
 
-from trio_sctls import SecureAssociation, kernel_sctp_available, open_association, serve
+from trio_sctls import (
+    AssociationOptions,
+    SecureAssociation,
+    kernel_sctp_available,
+    open_association,
+    serve,
+    wrap_transport,
+)
 from trio_sctls._api import TransportName
 from trio_sctls._util import unwrap_single_exception
+from trio_sctls.transport import MessageTransport
 
 #: True inside the test VM (set by tests/vm/run_in_vm.py).
 IN_VM = os.environ.get("TRIO_SCTLS_IN_VM") == "1"
@@ -194,3 +202,29 @@ async def association_pair(
 def pair_factory(transport: TransportName) -> Any:
     """``async with pair_factory(**kwargs) as pair`` on the parametrized transport."""
     return partial(association_pair, transport)
+
+
+def wrap_client(
+    transport: MessageTransport, ssl_context: ssl.SSLContext | None = None, **options: Any
+) -> AbstractAsyncContextManager[SecureAssociation]:
+    """:func:`wrap_transport` as the test CA's client of :data:`SERVER_NAME`, with
+    ``options`` for :class:`AssociationOptions` (no session cache unless given)."""
+    return wrap_transport(
+        transport,
+        ssl_context or client_context(),
+        AssociationOptions(**{"session_cache": None, **options}),
+        server_side=False,
+        server_hostname=SERVER_NAME,
+    )
+
+
+def wrap_server(
+    transport: MessageTransport, ssl_context: ssl.SSLContext | None = None, **options: Any
+) -> AbstractAsyncContextManager[SecureAssociation]:
+    """:func:`wrap_transport` as the server with :data:`SERVER_CERT`."""
+    return wrap_transport(
+        transport,
+        ssl_context or server_context(),
+        AssociationOptions(**options),
+        server_side=True,
+    )

@@ -13,6 +13,7 @@ import trio.testing
 from trio_sctls import (
     AssociationAbortedError,
     AssociationError,
+    AssociationOptions,
     BufferLimitError,
     HandshakeError,
     PeerIdentityError,
@@ -21,9 +22,9 @@ from trio_sctls import (
     SessionCache,
     open_association,
     serve,
+    wrap_transport,
 )
 from trio_sctls._api import TransportName
-from trio_sctls._association import run_association
 from trio_sctls.transport import ShutdownReceived, StreamReset
 from trio_sctls.transport.memory import memory_pair
 
@@ -257,12 +258,6 @@ async def test_channels_know_their_handshake_before_any_io(
 
 async def test_a_peer_that_shuts_down_mid_handshake_fails_the_set_up() -> None:
     client_transport, server_transport = memory_pair(client_outbound=2, server_outbound=2)
-    client = SecureAssociation(
-        client_transport,
-        ssl_context=client_context(),
-        server_side=False,
-        server_hostname=SERVER_NAME,
-    )
 
     async def peer() -> None:
         await server_transport.receive()  # a ClientHello; no answer
@@ -272,7 +267,12 @@ async def test_a_peer_that_shuts_down_mid_handshake_fails_the_set_up() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer)
             with pytest.raises(HandshakeError) as info:
-                async with run_association(client):
+                async with wrap_transport(
+                    client_transport,
+                    client_context(),
+                    server_side=False,
+                    server_hostname=SERVER_NAME,
+                ):
                     pytest.fail("the association must not open")  # pragma: no cover
     assert info.value.stream in (0, 1)
 
@@ -558,8 +558,8 @@ async def test_server_close_is_seen_by_the_client(pair_factory: PairFactory) -> 
 
 async def test_abort_from_the_client(pair_factory: PairFactory) -> None:
     async with pair_factory() as pair:
-        await pair.client.abort()
-        await pair.client.abort()
+        pair.client.abort()
+        pair.client.abort()
         with pytest.raises(trio.ClosedResourceError):
             await pair.client.channels[0].send_all(b"x")
         with pytest.raises(AssociationAbortedError):
@@ -568,7 +568,7 @@ async def test_abort_from_the_client(pair_factory: PairFactory) -> None:
 
 async def test_abort_from_the_server(pair_factory: PairFactory) -> None:
     async with pair_factory() as pair:
-        await pair.server.abort()
+        pair.server.abort()
         with pytest.raises(AssociationAbortedError):
             await pair.client.channels[3].receive_some()
         assert isinstance(pair.client.error, AssociationAbortedError)
@@ -646,10 +646,11 @@ async def test_a_handshake_that_stalls_is_cut_off_on_the_server(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     client, server_transport = memory_pair(client_outbound=3, server_outbound=3)
-    server = SecureAssociation(
-        server_transport, ssl_context=server_context(), server_side=True, handshake_timeout=5
-    )
-    async with no_leaks(), run_association(server):
+    options = AssociationOptions(handshake_timeout=5)
+    async with (
+        no_leaks(),
+        wrap_transport(server_transport, server_context(), options, server_side=True) as server,
+    ):
         # A ClientHello record announcing 100 bytes, of which 10 ever arrive.
         await client.send_message(b"\x16\x03\x01\x00\x64" + bytes(10), stream=1)
         with pytest.raises(AssociationAbortedError):

@@ -273,9 +273,7 @@ class SecureAssociation:
         cipher = tls.cipher() if done else None
         return ChannelInfo(
             stream=stream,
-            handshake_seconds=None
-            if started is None or finished is None
-            else finished - started,
+            handshake_seconds=None if started is None or finished is None else finished - started,
             resumed=bool(tls.session_reused) if done else None,
             version=tls.version() if done else None,
             cipher=cipher[0] if cipher else None,
