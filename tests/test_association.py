@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from functools import partial
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
 
 import pytest
 import trio
@@ -20,8 +20,6 @@ from trio_sctls import (
     RemoteProtocolError,
     SecureAssociation,
     SessionCache,
-    open_association,
-    serve,
     wrap_transport,
 )
 from trio_sctls._api import TransportName
@@ -31,13 +29,30 @@ from trio_sctls.transport.memory import memory_pair
 from .conftest import (
     OTHER_SERVER_CERT,
     SERVER_NAME,
+    Pair,
     association_pair,
     client_context,
+    connect,
     server_context,
+    serving,
 )
 from .hygiene import no_leaks
 
 PairFactory = Any
+
+
+def strategy_pair(
+    pair_factory: PairFactory, tls_version: ssl.TLSVersion, strategy: str
+) -> AbstractAsyncContextManager[Pair]:
+    """A pair with four channels in ``tls_version``, the client using ``strategy``."""
+    return cast(
+        AbstractAsyncContextManager[Pair],
+        pair_factory(
+            client_ctx=client_context(tls_version),
+            server_ctx=server_context(tls_version),
+            client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
+        ),
+    )
 
 
 async def echo_once(channel: trio.SSLStream[Any], data: bytes, peer: trio.SSLStream[Any]) -> None:
@@ -105,11 +120,7 @@ async def test_check_two_way_stream_on_channels(pair_factory: PairFactory) -> No
 async def test_handshake_strategies(
     pair_factory: PairFactory, tls_version: ssl.TLSVersion, strategy: str
 ) -> None:
-    async with pair_factory(
-        client_ctx=client_context(tls_version),
-        server_ctx=server_context(tls_version),
-        client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
-    ) as pair:
+    async with strategy_pair(pair_factory, tls_version, strategy) as pair:
         client = pair.client
         if strategy == "lazy":
             assert all(client.channel_info(i).handshake_seconds is None for i in range(4))
@@ -157,25 +168,19 @@ async def test_session_cache_resumes_a_later_association(
         await association.channels[0].send_all(b"hello")
         assert await association.channels[0].receive_some() == b""
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(serve, handler, 0, ssl_context=server_ctx, transport=transport)
-        )
+    async with serving(handler, transport, server_ctx) as listener:
         resumed = []
         for _ in range(2):
-            async with open_association(
-                "127.0.0.1",
+            async with connect(
+                transport,
                 listener.port,
-                ssl_context=client_ctx,
-                server_hostname=SERVER_NAME,
-                transport=transport,
+                client_ctx,
                 session_cache=cache,
                 handshake="resume",
                 outbound_streams=2,
             ) as client:
                 assert await client.channels[0].receive_some() == b"hello"
                 resumed.append([client.channel_info(i).resumed for i in range(2)])
-        nursery.cancel_scope.cancel()
     assert resumed == [[False, True], [True, True]]
 
 
@@ -194,38 +199,24 @@ async def test_resume_against_a_server_that_reads_every_channel_at_once(
             for channel in association.channels:
                 nursery.start_soon(echo, channel)
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                serve,
-                echo_every_channel,
-                0,
-                ssl_context=server_context(tls_version),
-                host="127.0.0.1",
-                transport=transport,
-                outbound_streams=8,
-                max_inbound_streams=8,
-            )
-        )
+    streams = {"outbound_streams": 8, "max_inbound_streams": 8}
+    async with serving(
+        echo_every_channel, transport, server_context(tls_version), **streams
+    ) as listener:
         for _ in range(3):  # the race it guards against was timing-dependent
-            async with open_association(
-                "127.0.0.1",
+            async with connect(
+                transport,
                 listener.port,
-                ssl_context=client_context(tls_version),
-                server_hostname=SERVER_NAME,
-                transport=transport,
-                outbound_streams=8,
-                max_inbound_streams=8,
+                client_context(tls_version),
                 handshake="resume",
-                session_cache=None,
                 close_timeout=1.0,
+                **streams,
             ) as client:
                 infos = [client.channel_info(i) for i in range(8)]
                 assert [info.resumed for info in infos] == [False] + [True] * 7, infos
                 for i, channel in enumerate(client.channels):
                     await channel.send_all(b"echo %d" % i)
                     assert await channel.receive_some() == b"echo %d" % i
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("strategy", ["parallel", "resume"])
@@ -234,11 +225,7 @@ async def test_channels_know_their_handshake_before_any_io(
 ) -> None:
     # The association drives the handshakes itself; the channels' SSLStreams must still
     # answer version(), cipher(), getpeercert() at once, as after do_handshake().
-    async with pair_factory(
-        client_ctx=client_context(tls_version),
-        server_ctx=server_context(tls_version),
-        client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
-    ) as pair:
+    async with strategy_pair(pair_factory, tls_version, strategy) as pair:
         client, server = pair.client, pair.server
         expected = "TLSv1.3" if tls_version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2"
         for channel in client.channels:
@@ -286,23 +273,18 @@ async def test_resume_keeps_application_data_read_while_waiting_for_a_ticket() -
         await association.channels[0].send_all(b"server speaks first")
         await trio.sleep_forever()
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(serve, handler, 0, ssl_context=server_ctx, transport="memory")
-        )
-        async with open_association(
-            "x",
+    async with (
+        serving(handler, "memory", server_ctx) as listener,
+        connect(
+            "memory",
             listener.port,
-            ssl_context=client_context(ssl.TLSVersion.TLSv1_3),
-            server_hostname=SERVER_NAME,
-            transport="memory",
+            client_context(ssl.TLSVersion.TLSv1_3),
             handshake="resume",
             outbound_streams=3,
-            session_cache=None,
             close_timeout=0.5,
-        ) as client:
-            assert await client.channels[0].receive_some() == b"server speaks first"
-        nursery.cancel_scope.cancel()
+        ) as client,
+    ):
+        assert await client.channels[0].receive_some() == b"server speaks first"
 
 
 async def test_mutual_tls(pair_factory: PairFactory, tls_version: ssl.TLSVersion) -> None:
@@ -598,23 +580,12 @@ async def test_body_exception_aborts_and_propagates(transport: TransportName) ->
             seen.append(exc)
             server_saw_it.set()
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(serve, handler, 0, ssl_context=server_context(), transport=transport)
-        )
+    async with serving(handler, transport) as listener:
         with pytest.raises(Boom):
-            async with open_association(
-                "127.0.0.1",
-                listener.port,
-                ssl_context=client_context(),
-                server_hostname=SERVER_NAME,
-                transport=transport,
-                session_cache=None,
-            ):
+            async with connect(transport, listener.port):
                 raise Boom
         with trio.fail_after(30):  # a safety net for a hang, not a timing
             await server_saw_it.wait()
-        nursery.cancel_scope.cancel()
     assert isinstance(seen[0], AssociationAbortedError)
 
 

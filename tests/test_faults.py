@@ -17,7 +17,6 @@ from trio_sctls import (
     AssociationLostError,
     HandshakeError,
     SecureAssociation,
-    open_association,
     run_association,
 )
 from trio_sctls._api import TransportName
@@ -26,7 +25,7 @@ from trio_sctls.transport import MessageTransport
 from trio_sctls.transport.memory import memory_pair
 from trio_sctls.transport.udp import open_udp_listener, open_udp_transport
 
-from .conftest import SERVER_NAME, association_pair, client_context, server_context, wrap_client
+from .conftest import association_pair, checked_pair, connect, server_context, wrap_client
 from .hygiene import no_leaks
 
 #: For tests of our own logic, which the kernel run (in the VM) would only repeat.
@@ -36,10 +35,7 @@ MEMORY_AND_UDP = pytest.mark.parametrize("transport", ["memory", "udp"], indirec
 async def test_the_peer_aborting_mid_transfer_is_typed_on_every_channel(
     transport: TransportName,
 ) -> None:
-    async with (
-        no_leaks(),
-        association_pair(transport, client_options={"outbound_streams": 3}) as pair,
-    ):
+    async with checked_pair(transport, outbound_streams=3) as pair:
         client = pair.client
 
         async def endless_send() -> None:
@@ -122,10 +118,7 @@ async def test_a_network_that_drops_everything_loses_the_association_on_both_end
 async def test_cancelled_receive_and_send_leave_the_association_usable(
     transport: TransportName,
 ) -> None:
-    async with (
-        no_leaks(),
-        association_pair(transport, client_options={"outbound_streams": 2}) as pair,
-    ):
+    async with checked_pair(transport, outbound_streams=2) as pair:
         client, server = pair.client, pair.server
         with trio.move_on_after(0.01):
             await client.channels[0].receive_some()
@@ -152,14 +145,7 @@ async def test_cancelling_open_association_mid_handshake_leaves_nothing(
         with trio.move_on_after(3) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(listener.accept)
-                async with open_association(
-                    "127.0.0.1",
-                    listener.port,
-                    ssl_context=client_context(),
-                    server_hostname=SERVER_NAME,
-                    transport=transport,
-                    session_cache=None,
-                ):
+                async with connect(transport, listener.port):
                     pytest.fail("opened")  # pragma: no cover
         assert scope.cancelled_caught
 

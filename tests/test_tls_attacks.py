@@ -32,7 +32,7 @@ from trio_sctls.transport.memory import memory_pair
 
 from .conftest import (
     SERVER_NAME,
-    association_pair,
+    checked_pair,
     client_context,
     server_context,
     wrap_client,
@@ -51,10 +51,7 @@ async def receive_message(transport: MessageTransport) -> Message:
 async def test_plain_data_on_a_tls_stream_mid_session_aborts_naming_the_stream(
     transport: TransportName,
 ) -> None:
-    async with (
-        no_leaks(),
-        association_pair(transport, client_options={"outbound_streams": 3}) as pair,
-    ):
+    async with checked_pair(transport, outbound_streams=3) as pair:
         client, server = pair.client, pair.server
         await server.channels[0].send_all(b"delivered once")
         assert await client.channels[0].receive_some() == b"delivered once"
@@ -88,6 +85,18 @@ def test_wrapped_contexts_refuse_renegotiation() -> None:
 # own making, encrypted as OpenSSL would have (AES-128-GCM, RFC 5246/5288).
 
 CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def raw_tls12(
+    context: ssl.SSLContext, keylog: Path, **wrap: Any
+) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """A hostile peer's raw TLS 1.2 endpoint over memory BIOs (``(object, incoming,
+    outgoing)``), in :data:`CIPHER`, its keys logged to ``keylog``."""
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHER)
+    context.keylog_filename = str(keylog)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return context.wrap_bio(incoming, outgoing, **wrap), incoming, outgoing
 
 
 def p_sha256(secret: bytes, seed: bytes, size: int) -> bytes:
@@ -165,12 +174,8 @@ async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> N
     # Obeyed, it would run a second handshake inside read(), where no hook pins the
     # server's certificate: a way round the pinning of test_association's MITM test.
     keylog = tmp_path / "keys"
-    hostile = server_context(ssl.TLSVersion.TLSv1_2)
-    hostile.set_ciphers(CIPHER)
-    hostile.keylog_filename = str(keylog)
     client_transport, server_transport = memory_pair(client_outbound=1, server_outbound=1)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = hostile.wrap_bio(incoming, outgoing, server_side=True)
+    tls, incoming, outgoing = raw_tls12(server_context(), keylog, server_side=True)
     server_random = b""
     handshaken = trio.Event()
 
@@ -255,12 +260,8 @@ async def test_a_client_renegotiation_is_refused(tmp_path: Path) -> None:
     # The mirror image: a raw TLS 1.2 client sends a new ClientHello, encrypted, after
     # the handshake. Our server must not start a second handshake.
     keylog = tmp_path / "keys"
-    hostile = client_context(ssl.TLSVersion.TLSv1_2)
-    hostile.set_ciphers(CIPHER)
-    hostile.keylog_filename = str(keylog)
     client_transport, server_transport = memory_pair(client_outbound=1, server_outbound=1)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = hostile.wrap_bio(incoming, outgoing, server_hostname=SERVER_NAME)
+    tls, incoming, outgoing = raw_tls12(client_context(), keylog, server_hostname=SERVER_NAME)
     server_random = b""
     with trio.fail_after(10):  # a safety net for a hang, not a timing
         async with wrap_server(server_transport) as server:
