@@ -20,6 +20,7 @@ from trio_sctls import (
     RemoteProtocolError,
     SecureAssociation,
     SessionCache,
+    run_association,
     wrap_transport,
 )
 from trio_sctls._api import TransportName
@@ -35,6 +36,7 @@ from .conftest import (
     connect,
     server_context,
     serving,
+    wrap_client,
 )
 from .hygiene import no_leaks
 
@@ -630,3 +632,45 @@ async def test_a_handshake_that_stalls_is_cut_off_on_the_server(
         assert isinstance(server.error, HandshakeError)
         assert server.error.stream == 1
         assert "did not complete within 5" in str(server.error)
+
+
+async def test_statistics_show_buffers_the_pause_and_the_handshakes() -> None:
+    async with association_pair(
+        client_options={"outbound_streams": 3, "handshake": "lazy", "stream_budget": 32 * 1024}
+    ) as pair:
+        client = pair.client
+        before = client.statistics()
+        assert before.state == "open"
+        assert (before.handshakes_completed, before.handshakes_not_started) == (0, 3)
+        await client.channels[1].do_handshake()
+        await pair.server.channels[1].send_all(b"a" * 64 * 1024)
+        await trio.testing.wait_all_tasks_blocked()
+        paused = client.statistics()
+        assert (paused.handshakes_completed, paused.handshakes_not_started) == (1, 2)
+        # Nobody reads channel 1: the demux stopped at its budget.
+        assert paused.paused_by == 1
+        assert paused.buffered_per_stream[0] == paused.buffered_per_stream[2] == 0
+        assert paused.buffered_per_stream[1] > 32 * 1024
+        assert paused.buffered == paused.buffered_per_stream[1]
+        assert (paused.events_queued, paused.plain_messages_queued) == (0, 0)
+        got = b""
+        while len(got) < 64 * 1024:
+            got += await client.channels[1].receive_some()
+        after = client.statistics()
+        assert (after.paused_by, after.buffered) == (None, 0)
+        assert after.handshakes_completed == 1
+        client.abort()
+        assert client.statistics().state == "closed"
+
+
+async def test_a_listener_runs_accepted_associations_in_its_own_nursery() -> None:
+    client_transport, server_transport = memory_pair(client_outbound=2, server_outbound=2)
+    async with trio.open_nursery() as listener_nursery:
+        server = SecureAssociation(server_transport, server_context(), server_side=True)
+        assert await listener_nursery.start(run_association, server) is server
+        async with wrap_client(client_transport) as client:
+            await echo_once(client.channels[1], b"hi", server.channels[1])
+            # Both ends close together (each waits for the other's close_notify); the
+            # server's run_association then returns, and the listener's nursery ends.
+            listener_nursery.start_soon(server.aclose)
+    assert server.statistics().state == "closed"
