@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,9 +20,19 @@ import pytest
 import trio
 import trustme
 
-from trio_sctls import SecureAssociation, kernel_sctp_available, open_association, serve
+from trio_sctls import (
+    AssociationOptions,
+    SecureAssociation,
+    kernel_sctp_available,
+    open_association,
+    serve,
+    wrap_transport,
+)
 from trio_sctls._api import TransportName
 from trio_sctls._util import unwrap_single_exception
+from trio_sctls.transport import MessageListener, MessageTransport
+
+from .hygiene import no_leaks
 
 #: True inside the test VM (set by tests/vm/run_in_vm.py).
 IN_VM = os.environ.get("TRIO_SCTLS_IN_VM") == "1"
@@ -139,6 +149,53 @@ class Pair:
     release_server: trio.Event = field(default_factory=trio.Event)
 
 
+Handler = Callable[[SecureAssociation], Awaitable[object]]
+
+
+@asynccontextmanager
+async def serving(
+    handler: Handler,
+    transport: TransportName = "memory",
+    server_ctx: ssl.SSLContext | None = None,
+    **server_options: Any,
+) -> AsyncIterator[MessageListener]:
+    """:func:`serve` ``handler`` on a free port of 127.0.0.1 for the block; yields the
+    listener (``.port``). The server stops (cancelled) when the block ends."""
+    async with trio.open_nursery() as nursery:
+        listener: MessageListener = await nursery.start(
+            partial(
+                serve,
+                handler,
+                0,
+                ssl_context=server_ctx or server_context(),
+                host="127.0.0.1",
+                transport=transport,
+                **server_options,
+            )
+        )
+        yield listener
+        nursery.cancel_scope.cancel()
+
+
+def connect(
+    transport: TransportName,
+    port: int,
+    client_ctx: ssl.SSLContext | None = None,
+    **client_options: Any,
+) -> AbstractAsyncContextManager[SecureAssociation]:
+    """:func:`open_association` to ``port`` on 127.0.0.1 as the test CA's client of
+    :data:`SERVER_NAME` (no session cache unless given)."""
+    options = {"session_cache": None, **client_options}
+    return open_association(
+        "127.0.0.1",
+        port,
+        ssl_context=client_ctx or client_context(),
+        server_hostname=SERVER_NAME,
+        transport=transport,
+        **options,
+    )
+
+
 @asynccontextmanager
 async def association_pair(
     transport: TransportName = "memory",
@@ -153,8 +210,6 @@ async def association_pair(
     On exit the server's handler is released first, so both ends close gracefully
     together, as two well-behaved peers would.
     """
-    server_ctx = server_ctx or server_context()
-    client_ctx = client_ctx or client_context()
     accepted_send, accepted_receive = trio.open_memory_channel[SecureAssociation](1)
     release = trio.Event()
 
@@ -163,35 +218,50 @@ async def association_pair(
         await release.wait()
 
     with unwrap_single_exception():
-        async with trio.open_nursery() as nursery:
-            listener = await nursery.start(
-                partial(
-                    serve,
-                    handler,
-                    0,
-                    ssl_context=server_ctx,
-                    host="127.0.0.1",
-                    transport=transport,
-                    **(server_options or {}),
-                )
-            )
-            options = {"session_cache": None, **(client_options or {})}
-            async with open_association(
-                "127.0.0.1",
-                listener.port,
-                ssl_context=client_ctx,
-                server_hostname=SERVER_NAME,
-                transport=transport,
-                **options,
-            ) as client:
-                server = await accepted_receive.receive()
-                pair = Pair(client, server, listener.port, release)
-                yield pair
-                release.set()
-            nursery.cancel_scope.cancel()
+        async with (
+            serving(handler, transport, server_ctx, **(server_options or {})) as listener,
+            connect(transport, listener.port, client_ctx, **(client_options or {})) as client,
+        ):
+            server = await accepted_receive.receive()
+            yield Pair(client, server, listener.port, release)
+            release.set()
+
+
+@asynccontextmanager
+async def checked_pair(transport: TransportName, **client_options: Any) -> AsyncIterator[Pair]:
+    """An :func:`association_pair` (with ``client_options``) that must leave nothing
+    behind (:func:`~tests.hygiene.no_leaks`)."""
+    async with no_leaks(), association_pair(transport, client_options=client_options) as pair:
+        yield pair
 
 
 @pytest.fixture
 def pair_factory(transport: TransportName) -> Any:
     """``async with pair_factory(**kwargs) as pair`` on the parametrized transport."""
     return partial(association_pair, transport)
+
+
+def wrap_client(
+    transport: MessageTransport, ssl_context: ssl.SSLContext | None = None, **options: Any
+) -> AbstractAsyncContextManager[SecureAssociation]:
+    """:func:`wrap_transport` as the test CA's client of :data:`SERVER_NAME`, with
+    ``options`` for :class:`AssociationOptions` (no session cache unless given)."""
+    return wrap_transport(
+        transport,
+        ssl_context or client_context(),
+        AssociationOptions(**{"session_cache": None, **options}),
+        server_side=False,
+        server_hostname=SERVER_NAME,
+    )
+
+
+def wrap_server(
+    transport: MessageTransport, ssl_context: ssl.SSLContext | None = None, **options: Any
+) -> AbstractAsyncContextManager[SecureAssociation]:
+    """:func:`wrap_transport` as the server with :data:`SERVER_CERT`."""
+    return wrap_transport(
+        transport,
+        ssl_context or server_context(),
+        AssociationOptions(**options),
+        server_side=True,
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from functools import partial
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
 
 import pytest
 import trio
@@ -13,30 +13,48 @@ import trio.testing
 from trio_sctls import (
     AssociationAbortedError,
     AssociationError,
+    AssociationOptions,
     BufferLimitError,
     HandshakeError,
     PeerIdentityError,
     RemoteProtocolError,
     SecureAssociation,
     SessionCache,
-    open_association,
-    serve,
+    run_association,
+    wrap_transport,
 )
 from trio_sctls._api import TransportName
-from trio_sctls._association import run_association
 from trio_sctls.transport import ShutdownReceived, StreamReset
 from trio_sctls.transport.memory import memory_pair
 
 from .conftest import (
     OTHER_SERVER_CERT,
     SERVER_NAME,
+    Pair,
     association_pair,
     client_context,
+    connect,
     server_context,
+    serving,
+    wrap_client,
 )
 from .hygiene import no_leaks
 
 PairFactory = Any
+
+
+def strategy_pair(
+    pair_factory: PairFactory, tls_version: ssl.TLSVersion, strategy: str
+) -> AbstractAsyncContextManager[Pair]:
+    """A pair with four channels in ``tls_version``, the client using ``strategy``."""
+    return cast(
+        AbstractAsyncContextManager[Pair],
+        pair_factory(
+            client_ctx=client_context(tls_version),
+            server_ctx=server_context(tls_version),
+            client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
+        ),
+    )
 
 
 async def echo_once(channel: trio.SSLStream[Any], data: bytes, peer: trio.SSLStream[Any]) -> None:
@@ -104,11 +122,7 @@ async def test_check_two_way_stream_on_channels(pair_factory: PairFactory) -> No
 async def test_handshake_strategies(
     pair_factory: PairFactory, tls_version: ssl.TLSVersion, strategy: str
 ) -> None:
-    async with pair_factory(
-        client_ctx=client_context(tls_version),
-        server_ctx=server_context(tls_version),
-        client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
-    ) as pair:
+    async with strategy_pair(pair_factory, tls_version, strategy) as pair:
         client = pair.client
         if strategy == "lazy":
             assert all(client.channel_info(i).handshake_seconds is None for i in range(4))
@@ -156,25 +170,19 @@ async def test_session_cache_resumes_a_later_association(
         await association.channels[0].send_all(b"hello")
         assert await association.channels[0].receive_some() == b""
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(serve, handler, 0, ssl_context=server_ctx, transport=transport)
-        )
+    async with serving(handler, transport, server_ctx) as listener:
         resumed = []
         for _ in range(2):
-            async with open_association(
-                "127.0.0.1",
+            async with connect(
+                transport,
                 listener.port,
-                ssl_context=client_ctx,
-                server_hostname=SERVER_NAME,
-                transport=transport,
+                client_ctx,
                 session_cache=cache,
                 handshake="resume",
                 outbound_streams=2,
             ) as client:
                 assert await client.channels[0].receive_some() == b"hello"
                 resumed.append([client.channel_info(i).resumed for i in range(2)])
-        nursery.cancel_scope.cancel()
     assert resumed == [[False, True], [True, True]]
 
 
@@ -193,38 +201,24 @@ async def test_resume_against_a_server_that_reads_every_channel_at_once(
             for channel in association.channels:
                 nursery.start_soon(echo, channel)
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                serve,
-                echo_every_channel,
-                0,
-                ssl_context=server_context(tls_version),
-                host="127.0.0.1",
-                transport=transport,
-                outbound_streams=8,
-                max_inbound_streams=8,
-            )
-        )
+    streams = {"outbound_streams": 8, "max_inbound_streams": 8}
+    async with serving(
+        echo_every_channel, transport, server_context(tls_version), **streams
+    ) as listener:
         for _ in range(3):  # the race it guards against was timing-dependent
-            async with open_association(
-                "127.0.0.1",
+            async with connect(
+                transport,
                 listener.port,
-                ssl_context=client_context(tls_version),
-                server_hostname=SERVER_NAME,
-                transport=transport,
-                outbound_streams=8,
-                max_inbound_streams=8,
+                client_context(tls_version),
                 handshake="resume",
-                session_cache=None,
                 close_timeout=1.0,
+                **streams,
             ) as client:
                 infos = [client.channel_info(i) for i in range(8)]
                 assert [info.resumed for info in infos] == [False] + [True] * 7, infos
                 for i, channel in enumerate(client.channels):
                     await channel.send_all(b"echo %d" % i)
                     assert await channel.receive_some() == b"echo %d" % i
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("strategy", ["parallel", "resume"])
@@ -233,11 +227,7 @@ async def test_channels_know_their_handshake_before_any_io(
 ) -> None:
     # The association drives the handshakes itself; the channels' SSLStreams must still
     # answer version(), cipher(), getpeercert() at once, as after do_handshake().
-    async with pair_factory(
-        client_ctx=client_context(tls_version),
-        server_ctx=server_context(tls_version),
-        client_options={"handshake": strategy, "outbound_streams": 4, "max_inbound_streams": 4},
-    ) as pair:
+    async with strategy_pair(pair_factory, tls_version, strategy) as pair:
         client, server = pair.client, pair.server
         expected = "TLSv1.3" if tls_version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2"
         for channel in client.channels:
@@ -257,12 +247,6 @@ async def test_channels_know_their_handshake_before_any_io(
 
 async def test_a_peer_that_shuts_down_mid_handshake_fails_the_set_up() -> None:
     client_transport, server_transport = memory_pair(client_outbound=2, server_outbound=2)
-    client = SecureAssociation(
-        client_transport,
-        ssl_context=client_context(),
-        server_side=False,
-        server_hostname=SERVER_NAME,
-    )
 
     async def peer() -> None:
         await server_transport.receive()  # a ClientHello; no answer
@@ -272,7 +256,12 @@ async def test_a_peer_that_shuts_down_mid_handshake_fails_the_set_up() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer)
             with pytest.raises(HandshakeError) as info:
-                async with run_association(client):
+                async with wrap_transport(
+                    client_transport,
+                    client_context(),
+                    server_side=False,
+                    server_hostname=SERVER_NAME,
+                ):
                     pytest.fail("the association must not open")  # pragma: no cover
     assert info.value.stream in (0, 1)
 
@@ -286,23 +275,18 @@ async def test_resume_keeps_application_data_read_while_waiting_for_a_ticket() -
         await association.channels[0].send_all(b"server speaks first")
         await trio.sleep_forever()
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(serve, handler, 0, ssl_context=server_ctx, transport="memory")
-        )
-        async with open_association(
-            "x",
+    async with (
+        serving(handler, "memory", server_ctx) as listener,
+        connect(
+            "memory",
             listener.port,
-            ssl_context=client_context(ssl.TLSVersion.TLSv1_3),
-            server_hostname=SERVER_NAME,
-            transport="memory",
+            client_context(ssl.TLSVersion.TLSv1_3),
             handshake="resume",
             outbound_streams=3,
-            session_cache=None,
             close_timeout=0.5,
-        ) as client:
-            assert await client.channels[0].receive_some() == b"server speaks first"
-        nursery.cancel_scope.cancel()
+        ) as client,
+    ):
+        assert await client.channels[0].receive_some() == b"server speaks first"
 
 
 async def test_mutual_tls(pair_factory: PairFactory, tls_version: ssl.TLSVersion) -> None:
@@ -558,8 +542,8 @@ async def test_server_close_is_seen_by_the_client(pair_factory: PairFactory) -> 
 
 async def test_abort_from_the_client(pair_factory: PairFactory) -> None:
     async with pair_factory() as pair:
-        await pair.client.abort()
-        await pair.client.abort()
+        pair.client.abort()
+        pair.client.abort()
         with pytest.raises(trio.ClosedResourceError):
             await pair.client.channels[0].send_all(b"x")
         with pytest.raises(AssociationAbortedError):
@@ -568,7 +552,7 @@ async def test_abort_from_the_client(pair_factory: PairFactory) -> None:
 
 async def test_abort_from_the_server(pair_factory: PairFactory) -> None:
     async with pair_factory() as pair:
-        await pair.server.abort()
+        pair.server.abort()
         with pytest.raises(AssociationAbortedError):
             await pair.client.channels[3].receive_some()
         assert isinstance(pair.client.error, AssociationAbortedError)
@@ -598,23 +582,12 @@ async def test_body_exception_aborts_and_propagates(transport: TransportName) ->
             seen.append(exc)
             server_saw_it.set()
 
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(serve, handler, 0, ssl_context=server_context(), transport=transport)
-        )
+    async with serving(handler, transport) as listener:
         with pytest.raises(Boom):
-            async with open_association(
-                "127.0.0.1",
-                listener.port,
-                ssl_context=client_context(),
-                server_hostname=SERVER_NAME,
-                transport=transport,
-                session_cache=None,
-            ):
+            async with connect(transport, listener.port):
                 raise Boom
         with trio.fail_after(30):  # a safety net for a hang, not a timing
             await server_saw_it.wait()
-        nursery.cancel_scope.cancel()
     assert isinstance(seen[0], AssociationAbortedError)
 
 
@@ -646,10 +619,11 @@ async def test_a_handshake_that_stalls_is_cut_off_on_the_server(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     client, server_transport = memory_pair(client_outbound=3, server_outbound=3)
-    server = SecureAssociation(
-        server_transport, ssl_context=server_context(), server_side=True, handshake_timeout=5
-    )
-    async with no_leaks(), run_association(server):
+    options = AssociationOptions(handshake_timeout=5)
+    async with (
+        no_leaks(),
+        wrap_transport(server_transport, server_context(), options, server_side=True) as server,
+    ):
         # A ClientHello record announcing 100 bytes, of which 10 ever arrive.
         await client.send_message(b"\x16\x03\x01\x00\x64" + bytes(10), stream=1)
         with pytest.raises(AssociationAbortedError):
@@ -658,3 +632,45 @@ async def test_a_handshake_that_stalls_is_cut_off_on_the_server(
         assert isinstance(server.error, HandshakeError)
         assert server.error.stream == 1
         assert "did not complete within 5" in str(server.error)
+
+
+async def test_statistics_show_buffers_the_pause_and_the_handshakes() -> None:
+    async with association_pair(
+        client_options={"outbound_streams": 3, "handshake": "lazy", "stream_budget": 32 * 1024}
+    ) as pair:
+        client = pair.client
+        before = client.statistics()
+        assert before.state == "open"
+        assert (before.handshakes_completed, before.handshakes_not_started) == (0, 3)
+        await client.channels[1].do_handshake()
+        await pair.server.channels[1].send_all(b"a" * 64 * 1024)
+        await trio.testing.wait_all_tasks_blocked()
+        paused = client.statistics()
+        assert (paused.handshakes_completed, paused.handshakes_not_started) == (1, 2)
+        # Nobody reads channel 1: the demux stopped at its budget.
+        assert paused.paused_by == 1
+        assert paused.buffered_per_stream[0] == paused.buffered_per_stream[2] == 0
+        assert paused.buffered_per_stream[1] > 32 * 1024
+        assert paused.buffered == paused.buffered_per_stream[1]
+        assert (paused.events_queued, paused.plain_messages_queued) == (0, 0)
+        got = b""
+        while len(got) < 64 * 1024:
+            got += await client.channels[1].receive_some()
+        after = client.statistics()
+        assert (after.paused_by, after.buffered) == (None, 0)
+        assert after.handshakes_completed == 1
+        client.abort()
+        assert client.statistics().state == "closed"
+
+
+async def test_a_listener_runs_accepted_associations_in_its_own_nursery() -> None:
+    client_transport, server_transport = memory_pair(client_outbound=2, server_outbound=2)
+    async with trio.open_nursery() as listener_nursery:
+        server = SecureAssociation(server_transport, server_context(), server_side=True)
+        assert await listener_nursery.start(run_association, server) is server
+        async with wrap_client(client_transport) as client:
+            await echo_once(client.channels[1], b"hi", server.channels[1])
+            # Both ends close together (each waits for the other's close_notify); the
+            # server's run_association then returns, and the listener's nursery ends.
+            listener_nursery.start_soon(server.aclose)
+    assert server.statistics().state == "closed"

@@ -17,15 +17,15 @@ from trio_sctls import (
     AssociationLostError,
     HandshakeError,
     SecureAssociation,
-    open_association,
+    run_association,
 )
 from trio_sctls._api import TransportName
-from trio_sctls._association import run_association
 from trio_sctls.impaired import DROP, Direction, impaired_link
+from trio_sctls.transport import MessageTransport
 from trio_sctls.transport.memory import memory_pair
 from trio_sctls.transport.udp import open_udp_listener, open_udp_transport
 
-from .conftest import SERVER_NAME, association_pair, client_context, server_context
+from .conftest import association_pair, checked_pair, connect, server_context, wrap_client
 from .hygiene import no_leaks
 
 #: For tests of our own logic, which the kernel run (in the VM) would only repeat.
@@ -35,10 +35,7 @@ MEMORY_AND_UDP = pytest.mark.parametrize("transport", ["memory", "udp"], indirec
 async def test_the_peer_aborting_mid_transfer_is_typed_on_every_channel(
     transport: TransportName,
 ) -> None:
-    async with (
-        no_leaks(),
-        association_pair(transport, client_options={"outbound_streams": 3}) as pair,
-    ):
+    async with checked_pair(transport, outbound_streams=3) as pair:
         client = pair.client
 
         async def endless_send() -> None:
@@ -66,71 +63,52 @@ async def test_the_peer_vanishing_mid_handshake_fails_the_set_up(
     # A memory peer that goes without a word (its end closed, no ABORT, no SHUTDOWN
     # answered): the client's handshake timeout ends it, typed.
     client_transport, server_transport = memory_pair(client_outbound=2, server_outbound=2)
-    client = SecureAssociation(
-        client_transport,
-        ssl_context=client_context(),
-        server_side=False,
-        server_hostname=SERVER_NAME,
-        handshake_timeout=5,
-    )
     async with no_leaks():
         with pytest.raises(AssociationError):
-            async with run_association(client):
+            async with wrap_client(client_transport, handshake_timeout=5):
                 pytest.fail("the association must not open")  # pragma: no cover
     del server_transport
 
 
 @asynccontextmanager
-async def udp_associations(
-    hook: object,
-) -> AsyncIterator[tuple[SecureAssociation, SecureAssociation]]:
-    """A client and server association over SCTP over UDP through the impaired relay."""
+async def black_hole_link() -> AsyncIterator[tuple[MessageTransport, MessageTransport, trio.Event]]:
+    """A client's and a server's SCTP-over-UDP transports, joined through an impaired
+    relay that drops every datagram, both ways, once the event yielded with them is set."""
+    black_hole = trio.Event()
+
+    def hook(direction: Direction, index: int, datagram: bytes) -> Sequence[bytes] | None:
+        return DROP if black_hole.is_set() else None
+
     async with (
         open_udp_listener(0, host="127.0.0.1", udp_port=0) as listener,
-        impaired_link(("127.0.0.1", listener.udp_port), hook=hook) as link,  # type: ignore[arg-type]
+        impaired_link(("127.0.0.1", listener.udp_port), hook=hook) as link,
         open_udp_transport("127.0.0.1", listener.port, remote_udp_port=link.port) as sctp,
     ):
-        server = SecureAssociation(
-            await listener.accept(), ssl_context=server_context(), server_side=True
-        )
-        client = SecureAssociation(
-            sctp, ssl_context=client_context(), server_side=False, server_hostname=SERVER_NAME
-        )
-        async with trio.open_nursery() as nursery:
-            ready, done = trio.Event(), trio.Event()
-
-            async def run_server() -> None:
-                async with run_association(server):
-                    ready.set()
-                    await done.wait()
-
-            nursery.start_soon(run_server)
-            await ready.wait()
-            async with run_association(client):
-                yield client, server
-            done.set()
+        yield sctp, await listener.accept(), black_hole
 
 
 async def test_a_network_that_drops_everything_loses_the_association_on_both_ends(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    black_hole = False
-
-    def hook(direction: Direction, index: int, datagram: bytes) -> Sequence[bytes] | None:
-        return DROP if black_hole else None
-
-    async with no_leaks(), udp_associations(hook) as (client, server):
-        await client.channels[0].send_all(b"before")
-        assert await server.channels[0].receive_some() == b"before"
-        black_hole = True
-        await server.channels[1].send_all(b"into the void")
-        with pytest.raises(AssociationLostError):
-            await client.channels[0].send_all(b"into the void")
-            await client.channels[2].receive_some()
-        with pytest.raises(AssociationLostError):
-            await server.channels[2].receive_some()
-        assert isinstance(client.error, AssociationLostError)
-        assert isinstance(server.error, AssociationLostError)
+    async with (
+        no_leaks(),
+        black_hole_link() as (client_transport, server_transport, black_hole),
+        trio.open_nursery() as nursery,
+    ):
+        server = SecureAssociation(server_transport, server_context(), server_side=True)
+        await nursery.start(run_association, server)
+        async with wrap_client(client_transport) as client:
+            await client.channels[0].send_all(b"before")
+            assert await server.channels[0].receive_some() == b"before"
+            black_hole.set()
+            await server.channels[1].send_all(b"into the void")
+            with pytest.raises(AssociationLostError):
+                await client.channels[0].send_all(b"into the void")
+                await client.channels[2].receive_some()
+            with pytest.raises(AssociationLostError):
+                await server.channels[2].receive_some()
+            assert isinstance(client.error, AssociationLostError)
+            assert isinstance(server.error, AssociationLostError)
 
 
 # -- cancellation -----------------------------------------------------------------------
@@ -140,10 +118,7 @@ async def test_a_network_that_drops_everything_loses_the_association_on_both_end
 async def test_cancelled_receive_and_send_leave_the_association_usable(
     transport: TransportName,
 ) -> None:
-    async with (
-        no_leaks(),
-        association_pair(transport, client_options={"outbound_streams": 2}) as pair,
-    ):
+    async with checked_pair(transport, outbound_streams=2) as pair:
         client, server = pair.client, pair.server
         with trio.move_on_after(0.01):
             await client.channels[0].receive_some()
@@ -170,14 +145,7 @@ async def test_cancelling_open_association_mid_handshake_leaves_nothing(
         with trio.move_on_after(3) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(listener.accept)
-                async with open_association(
-                    "127.0.0.1",
-                    listener.port,
-                    ssl_context=client_context(),
-                    server_hostname=SERVER_NAME,
-                    transport=transport,
-                    session_cache=None,
-                ):
+                async with connect(transport, listener.port):
                     pytest.fail("opened")  # pragma: no cover
         assert scope.cancelled_caught
 
@@ -186,28 +154,10 @@ async def test_the_peer_vanishing_mid_handshake_over_udp(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # SCTP is up, then nothing the client sends gets an answer (no SACK, no TLS).
-    black_hole = False
-
-    def hook(direction: Direction, index: int, datagram: bytes) -> Sequence[bytes] | None:
-        return DROP if black_hole else None
-
-    async with (
-        no_leaks(),
-        open_udp_listener(0, host="127.0.0.1", udp_port=0) as listener,
-        impaired_link(("127.0.0.1", listener.udp_port), hook=hook) as link,
-        open_udp_transport("127.0.0.1", listener.port, remote_udp_port=link.port) as sctp,
-    ):
-        await listener.accept()
-        black_hole = True
-        client = SecureAssociation(
-            sctp,
-            ssl_context=client_context(),
-            server_side=False,
-            server_hostname=SERVER_NAME,
-            handshake_timeout=5,
-        )
+    async with no_leaks(), black_hole_link() as (sctp, _, black_hole):
+        black_hole.set()
         with pytest.raises(HandshakeError) as info:
-            async with run_association(client):
+            async with wrap_client(sctp, handshake_timeout=5):
                 pytest.fail("the association must not open")  # pragma: no cover
         assert info.value.stream is not None
 
@@ -230,10 +180,10 @@ async def test_a_consumer_that_stops_reading_one_channel_under_pause(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.channels[1].send_all, payload)
             with trio.fail_after(30):  # a safety net for a hang, not a timing
-                while client._paused_on is None:  # noqa: ASYNC110 (private state)
+                while client.statistics().paused_by != 1:  # noqa: ASYNC110 (a snapshot)
                     await trio.sleep(0.001)
             # One message (a TLS record, at most 16 KiB + overhead) past the budget.
-            assert client._pipes[1].buffered <= budget + 17 * 1024
+            assert client.statistics().buffered_per_stream[1] <= budget + 17 * 1024
             assert client.error is None
             got = bytearray()
             while len(got) < len(payload):

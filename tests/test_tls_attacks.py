@@ -27,11 +27,17 @@ from trio_sctls import (
     SecureAssociation,
 )
 from trio_sctls._api import TransportName
-from trio_sctls._association import run_association
 from trio_sctls.transport import Message, MessageTransport
 from trio_sctls.transport.memory import memory_pair
 
-from .conftest import SERVER_NAME, association_pair, client_context, server_context
+from .conftest import (
+    SERVER_NAME,
+    checked_pair,
+    client_context,
+    server_context,
+    wrap_client,
+    wrap_server,
+)
 from .hygiene import no_leaks
 
 
@@ -45,10 +51,7 @@ async def receive_message(transport: MessageTransport) -> Message:
 async def test_plain_data_on_a_tls_stream_mid_session_aborts_naming_the_stream(
     transport: TransportName,
 ) -> None:
-    async with (
-        no_leaks(),
-        association_pair(transport, client_options={"outbound_streams": 3}) as pair,
-    ):
+    async with checked_pair(transport, outbound_streams=3) as pair:
         client, server = pair.client, pair.server
         await server.channels[0].send_all(b"delivered once")
         assert await client.channels[0].receive_some() == b"delivered once"
@@ -71,9 +74,7 @@ def test_wrapped_contexts_refuse_renegotiation() -> None:
     context = client_context()
     context.options &= ~ssl.OP_NO_RENEGOTIATION
     client_transport, _ = memory_pair(client_outbound=1, server_outbound=1)
-    SecureAssociation(
-        client_transport, ssl_context=context, server_side=False, server_hostname=SERVER_NAME
-    )
+    SecureAssociation(client_transport, context, server_side=False, server_hostname=SERVER_NAME)
     assert context.options & ssl.OP_NO_RENEGOTIATION
 
 
@@ -84,6 +85,18 @@ def test_wrapped_contexts_refuse_renegotiation() -> None:
 # own making, encrypted as OpenSSL would have (AES-128-GCM, RFC 5246/5288).
 
 CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def raw_tls12(
+    context: ssl.SSLContext, keylog: Path, **wrap: Any
+) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """A hostile peer's raw TLS 1.2 endpoint over memory BIOs (``(object, incoming,
+    outgoing)``), in :data:`CIPHER`, its keys logged to ``keylog``."""
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHER)
+    context.keylog_filename = str(keylog)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return context.wrap_bio(incoming, outgoing, **wrap), incoming, outgoing
 
 
 def p_sha256(secret: bytes, seed: bytes, size: int) -> bytes:
@@ -130,26 +143,39 @@ def unseal(key: bytes, iv: bytes, seq: int, record: bytes) -> tuple[int, bytes]:
     return kind, AESGCM(key).decrypt(nonce, record[13:], aad)
 
 
-async def _read_into(channel: trio.SSLStream[Any], got: list[bytes]) -> None:
-    got.append(bytes(await channel.receive_some()))
+async def refuses_renegotiation(
+    channel: trio.SSLStream[Any],
+    raw_peer: MessageTransport,
+    *,
+    our_keys: tuple[bytes, bytes],
+    peer_keys: tuple[bytes, bytes],
+    then: bytes,
+) -> None:
+    """Read ``channel`` after the raw peer asked for a new handshake (its record number
+    1): our side must answer with a no_renegotiation warning alert (our record number 1)
+    rather than a handshake message, and carry on, reading ``then``, which the raw peer
+    sends in the same session (its record number 2). Keys are (key, IV) pairs."""
+    got: list[bytes] = []
+
+    async def read() -> None:
+        got.append(bytes(await channel.receive_some()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        answer = (await receive_message(raw_peer)).data
+        kind, plaintext = unseal(*our_keys, 1, answer)
+        assert kind == 0x15, f"content type {kind}: renegotiation was not refused"
+        assert plaintext == b"\x01\x64"  # warning, no_renegotiation
+        await raw_peer.send_message(seal(*peer_keys, 2, 0x17, then), stream=0)
+    assert got == [then]
 
 
 async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> None:
     # Obeyed, it would run a second handshake inside read(), where no hook pins the
     # server's certificate: a way round the pinning of test_association's MITM test.
     keylog = tmp_path / "keys"
-    hostile = server_context(ssl.TLSVersion.TLSv1_2)
-    hostile.set_ciphers(CIPHER)
-    hostile.keylog_filename = str(keylog)
     client_transport, server_transport = memory_pair(client_outbound=1, server_outbound=1)
-    client = SecureAssociation(
-        client_transport,
-        ssl_context=client_context(ssl.TLSVersion.TLSv1_2),
-        server_side=False,
-        server_hostname=SERVER_NAME,
-    )
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = hostile.wrap_bio(incoming, outgoing, server_side=True)
+    tls, incoming, outgoing = raw_tls12(server_context(), keylog, server_side=True)
     server_random = b""
     handshaken = trio.Event()
 
@@ -175,7 +201,9 @@ async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> N
     with trio.fail_after(10):  # a safety net for a hang, not a timing
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hostile_handshake)
-            async with run_association(client):
+            async with wrap_client(
+                client_transport, client_context(ssl.TLSVersion.TLSv1_2)
+            ) as client:
                 await handshaken.wait()
                 assert client.channels[0].cipher()[0] == CIPHER
                 client_key, server_key, client_iv, server_iv = session_keys(keylog, server_random)
@@ -186,18 +214,15 @@ async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> N
                 await server_transport.send_message(record, stream=0)
                 # The client reads it when its user reads the channel: it answers with a
                 # no_renegotiation warning alert, not a ClientHello, and carries on.
-                got: list[bytes] = []
-                async with trio.open_nursery() as readers:
-                    readers.start_soon(lambda: _read_into(client.channels[0], got))
-                    answer = (await receive_message(server_transport)).data
-                    kind, plaintext = unseal(client_key, client_iv, 1, answer)
-                    assert kind == 0x15, f"content type {kind}: renegotiation was not refused"
-                    assert plaintext == b"\x01\x64"  # warning, no_renegotiation
-                    record = seal(server_key, server_iv, 2, 0x17, b"same session")
-                    await server_transport.send_message(record, stream=0)
-                assert got == [b"same session"]
+                await refuses_renegotiation(
+                    client.channels[0],
+                    server_transport,
+                    our_keys=(client_key, client_iv),
+                    peer_keys=(server_key, server_iv),
+                    then=b"same session",
+                )
                 assert client.error is None
-                await client.abort()  # (the raw server would never answer close_notify)
+                client.abort()  # (the raw server would never answer close_notify)
 
 
 async def test_a_peer_that_never_finishes_one_streams_handshake(
@@ -205,51 +230,41 @@ async def test_a_peer_that_never_finishes_one_streams_handshake(
 ) -> None:
     # A server that answers every stream's ClientHello but stream 2's: the client's
     # handshake timeout fires, naming the stream, and nothing is left behind.
-    server_transport: MessageTransport
-    client_transport, server_transport = memory_pair(client_outbound=3, server_outbound=3)
-    client = SecureAssociation(
-        client_transport,
-        ssl_context=client_context(),
-        server_side=False,
-        server_hostname=SERVER_NAME,
-        handshake_timeout=5,
+    # (The memory link holds stream 2's messages to the server for an hour.)
+    client_transport, server_transport = memory_pair(
+        client_outbound=3,
+        server_outbound=3,
+        client_delay=lambda stream: 3600.0 if stream == 2 else 0.0,
     )
-    server = SecureAssociation(server_transport, ssl_context=server_context(), server_side=True)
-    # (object.__setattr__: the TLS object forwards attribute writes to the SSLObject.)
-    swallowed: list[bytes] = []
-    object.__setattr__(server._tls[2], "feed_handshake", swallowed.append)
+    servers: list[SecureAssociation] = []
     async with no_leaks():
         async with trio.open_nursery() as nursery:
 
             async def serve_it() -> None:
                 with pytest.raises(AssociationAbortedError):
-                    async with run_association(server):
+                    async with wrap_server(server_transport) as server:
+                        servers.append(server)
                         # Until the client's abort reaches this channel.
                         await server.channels[0].receive_some()
 
             nursery.start_soon(serve_it)
             with pytest.raises(HandshakeError) as info:
-                async with run_association(client):
+                async with wrap_client(client_transport, handshake_timeout=5):
                     pytest.fail("the association must not open")  # pragma: no cover
             assert info.value.stream == 2
             assert "did not complete within 5" in str(info.value)
-        assert swallowed
+        assert servers[0].channel_info(2).started_at is None  # never saw a ClientHello
 
 
 async def test_a_client_renegotiation_is_refused(tmp_path: Path) -> None:
     # The mirror image: a raw TLS 1.2 client sends a new ClientHello, encrypted, after
     # the handshake. Our server must not start a second handshake.
     keylog = tmp_path / "keys"
-    hostile = client_context(ssl.TLSVersion.TLSv1_2)
-    hostile.set_ciphers(CIPHER)
-    hostile.keylog_filename = str(keylog)
     client_transport, server_transport = memory_pair(client_outbound=1, server_outbound=1)
-    server = SecureAssociation(server_transport, ssl_context=server_context(), server_side=True)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = hostile.wrap_bio(incoming, outgoing, server_hostname=SERVER_NAME)
+    tls, incoming, outgoing = raw_tls12(client_context(), keylog, server_hostname=SERVER_NAME)
     server_random = b""
     with trio.fail_after(10):  # a safety net for a hang, not a timing
-        async with run_association(server):
+        async with wrap_server(server_transport) as server:
             while True:
                 try:
                     tls.do_handshake()
@@ -272,15 +287,12 @@ async def test_a_client_renegotiation_is_refused(tmp_path: Path) -> None:
             )
             # The server reads it when its user reads the channel; it answers with a
             # no_renegotiation warning alert, not a ServerHello, and carries on.
-            got: list[bytes] = []
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: _read_into(server.channels[0], got))
-                answer = (await receive_message(client_transport)).data
-                kind, plaintext = unseal(server_key, server_iv, 1, answer)
-                assert kind == 0x15, f"content type {kind}: renegotiation was not refused"
-                assert plaintext == b"\x01\x64"  # warning, no_renegotiation
-                record = seal(client_key, client_iv, 2, 0x17, b"still the same session")
-                await client_transport.send_message(record, stream=0)
-            assert got == [b"still the same session"]
+            await refuses_renegotiation(
+                server.channels[0],
+                client_transport,
+                our_keys=(server_key, server_iv),
+                peer_keys=(client_key, client_iv),
+                then=b"still the same session",
+            )
             assert server.error is None
-            await server.abort()  # (the raw client would never answer close_notify)
+            server.abort()  # (the raw client would never answer close_notify)

@@ -22,6 +22,7 @@ from ._association import AssociationStatistics as AssociationStatistics
 from ._association import Channel as Channel
 from ._association import ChannelInfo as ChannelInfo
 from ._association import SecureAssociation as SecureAssociation
+from ._association import run_association as run_association
 from ._association import wrap_transport as wrap_transport
 from ._errors import AssociationAbortedError as AssociationAbortedError
 from ._errors import AssociationError as AssociationError

@@ -35,7 +35,8 @@ TLS_HEADER_SIZE = 5
 
 
 class PipeOwner(Protocol):
-    """What a pipe needs from its association (kept small so pipes test alone)."""
+    """What a pipe needs from its owner, the association's demultiplexer
+    (:class:`~trio_sctls._demux.Demux`); kept small so that pipes test alone."""
 
     transport: MessageTransport
 

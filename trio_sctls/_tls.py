@@ -39,7 +39,7 @@ TLS 1.3 session tickets, the hazard:
   pipe, whose association sends them at once. They are the bytes OpenSSL produced anyway.
 * Client side: OpenSSL processes tickets only inside ``SSL_read``, which returns
   application data if any follows. The association reads stream 0 until a ticket was
-  processed (see ``SecureAssociation._harvest_ticket``); any application data that read
+  processed (see ``HandshakeDriver._harvest_ticket``); any application data that read
   returns is pushed back here (:meth:`TLSObject.unread`) and handed to the user's next
   read, so nothing is lost or reordered.
 """
