@@ -69,9 +69,7 @@ async def _serving(
             )
         )
         try:
-            # A secure listener wraps the transport's; the UDP port is the latter's.
-            inner = getattr(listener, "transport_listener", listener)
-            yield Address(listener.port, inner.udp_port if udp else None)
+            yield Address(listener.port, listener.udp_port)
         finally:
             nursery.cancel_scope.cancel()
 

@@ -116,7 +116,12 @@ from ._hol_flows import (
     tls_over_tcp,
     trio_sctls_tls,
 )
+
+# The figures, for the notebook as for the suite.
+from ._hol_plots import cdf_figure as cdf_figure
+from ._hol_plots import percentile_figure as percentile_figure
 from ._hol_plots import plot as plot
+from ._hol_plots import streams_figure as streams_figure
 from ._hol_stats import (
     CDF_PROBABILITIES,
     PERCENTILES,

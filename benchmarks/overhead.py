@@ -173,7 +173,7 @@ async def transport_pair(kind: str) -> AsyncIterator[tuple[MessageTransport, Mes
             transport=kind,  # type: ignore[arg-type]
             outbound_streams=1,
             max_inbound_streams=1,
-            remote_udp_port=getattr(listener, "udp_port", None) if udp else None,
+            remote_udp_port=listener.udp_port,
         ) as client:
             await done.wait()
             server = accepted[0]
@@ -203,7 +203,7 @@ async def association_pair(
     ):
         server = await receive_server.receive()
         yield association.channels[0], server.channels[0]
-        await association.abort()
+        association.abort()
 
 
 @asynccontextmanager

@@ -85,9 +85,9 @@ async def registry_pair(
         AsyncExitStack() as stack,
     ):
         remote_udp_port = None
-        if udp:
+        if listener.udp_port is not None:
             link = await stack.enter_async_context(
-                impaired_link(("127.0.0.1", listener.udp_port), hook=hook)  # type: ignore[attr-defined]
+                impaired_link(("127.0.0.1", listener.udp_port), hook=hook)
             )
             remote_udp_port = link.port
         client_options = TransportOptions(

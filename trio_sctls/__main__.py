@@ -23,7 +23,6 @@ import trio
 from . import SecureAssociation, kernel_sctp_available, open_association, serve
 from ._api import resolve_transport
 from ._options import TransportName
-from .transport.udp import UDPListener
 
 SERVER_NAME = "demo.trio-sctls.test"
 
@@ -132,8 +131,8 @@ async def run_demo(
             )
         )
         client_udp: dict[str, Any] = {}
-        if isinstance(listener.transport_listener, UDPListener):
-            udp_port = listener.transport_listener.udp_port
+        if listener.udp_port is not None:
+            udp_port = listener.udp_port
             client_udp["remote_udp_port"] = udp_port
             print(f"SCTP port {listener.port}, carried in UDP datagrams to 127.0.0.1:{udp_port}")
         started = time.perf_counter()

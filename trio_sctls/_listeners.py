@@ -98,6 +98,12 @@ class SecureListener:
         """The SCTP port (useful after binding port 0)."""
         return self.transport_listener.port
 
+    @property
+    def udp_port(self) -> int | None:
+        """(udp) The UDP port SCTP travels in, for a client's ``remote_udp_port``;
+        ``None`` on other transports."""
+        return self.transport_listener.udp_port
+
     async def accept(self) -> SecureAssociation:
         """Wait for the next association and return it running: its channels shake
         hands in the background as their ClientHellos arrive, and each channel's first

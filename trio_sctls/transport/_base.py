@@ -525,6 +525,12 @@ class MessageListener(abc.ABC):
     def port(self) -> int:
         """The port this listener is bound to (useful after binding port 0)."""
 
+    @property
+    def udp_port(self) -> int | None:
+        """The UDP port SCTP travels in, for a client's ``remote_udp_port``: set on the
+        udp transport only (``None`` elsewhere)."""
+        return None
+
     async def accept(self) -> MessageTransport:
         """Wait for the next association and return it, already established.
 

@@ -69,7 +69,8 @@ class UDPListener(MessageListener):
 
     @property
     def udp_port(self) -> int:
-        """The UDP port its socket is bound to (the encapsulation port)."""
+        """The UDP port its socket is bound to (the encapsulation port): what a
+        client gives as ``remote_udp_port``."""
         return self._udp.address[1]
 
     @property

@@ -38,8 +38,8 @@ from ...sctp import (
     MessageReceived,
     PeerError,
     SCTPConfig,
-    StreamResetFailed,
     StreamResetDone,
+    StreamResetFailed,
 )
 from ...sctp import Event as SCTPEvent
 from ...sctp import ShutdownComplete as SCTPShutdownComplete
