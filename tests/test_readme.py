@@ -5,7 +5,9 @@ cannot slip in unchecked."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -87,3 +89,35 @@ def test_the_try_it_example_prints_what_it_promises() -> None:
     assert result.returncode == 0, result.stderr
     for stream in range(4):
         assert f"{stream} b'hello on stream {stream}'" in result.stdout
+
+
+def shell_commands() -> list[list[str]]:
+    text = README.read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(shlex.split(line))
+    return commands
+
+
+@pytest.mark.parametrize("command", shell_commands(), ids=" ".join)
+def test_every_shell_command_names_something_that_exists(command: list[str]) -> None:
+    """Shell lines are not run (some take minutes), but what they call must exist and
+    accept its arguments' shape: a script of ours, or a program whose ``--help`` works."""
+    program = command[0]
+    if program.startswith("scripts/"):
+        assert os.access(ROOT / program, os.X_OK), f"{program} is not an executable script"
+        return
+    if program == ".venv/bin/python":
+        help_command = [sys.executable, command[1], "--help"]
+    elif program == "trio-sctls":
+        help_command = [sys.executable, "-m", "trio_sctls", command[1], "--help"]
+    elif program == "pip":
+        assert command[1] == "install", command
+        return
+    else:
+        pytest.fail(f"the README runs {program!r}: teach this test how to check it")
+    result = subprocess.run(help_command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
