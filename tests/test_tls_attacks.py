@@ -27,7 +27,7 @@ from trio_sctls import (
     SecureAssociation,
 )
 from trio_sctls._api import TransportName
-from trio_sctls.transport import Message, MessageTransport
+from trio_sctls.transport import MessageTransport
 from trio_sctls.transport.memory import memory_pair
 
 from .conftest import (
@@ -39,13 +39,7 @@ from .conftest import (
     wrap_server,
 )
 from .hygiene import no_leaks
-
-
-async def receive_message(transport: MessageTransport) -> Message:
-    while True:
-        item = await transport.receive()
-        if isinstance(item, Message):
-            return item
+from .test_udp_transport import receive_message
 
 
 async def test_plain_data_on_a_tls_stream_mid_session_aborts_naming_the_stream(
