@@ -27,7 +27,7 @@ from trio_sctls import (
     SecureAssociation,
 )
 from trio_sctls._api import TransportName
-from trio_sctls.transport import Message, MessageTransport
+from trio_sctls.transport import MessageTransport
 from trio_sctls.transport.memory import memory_pair
 
 from .conftest import (
@@ -39,13 +39,7 @@ from .conftest import (
     wrap_server,
 )
 from .hygiene import no_leaks
-
-
-async def receive_message(transport: MessageTransport) -> Message:
-    while True:
-        item = await transport.receive()
-        if isinstance(item, Message):
-            return item
+from .test_udp_transport import receive_message
 
 
 async def test_plain_data_on_a_tls_stream_mid_session_aborts_naming_the_stream(
@@ -144,21 +138,29 @@ def unseal(key: bytes, iv: bytes, seq: int, record: bytes) -> tuple[int, bytes]:
 
 
 async def refuses_renegotiation(
-    channel: trio.SSLStream[Any],
+    ours: SecureAssociation,
     raw_peer: MessageTransport,
+    keylog: Path,
+    server_random: bytes,
     *,
-    our_keys: tuple[bytes, bytes],
-    peer_keys: tuple[bytes, bytes],
+    request: bytes,
     then: bytes,
 ) -> None:
-    """Read ``channel`` after the raw peer asked for a new handshake (its record number
-    1): our side must answer with a no_renegotiation warning alert (our record number 1)
+    """The raw peer, its TLS 1.2 handshake with ``ours`` done (its keys in ``keylog``),
+    asks for a new handshake with ``request`` (its record number 1). Reading stream 0,
+    ``ours`` must answer with a no_renegotiation warning alert (our record number 1)
     rather than a handshake message, and carry on, reading ``then``, which the raw peer
-    sends in the same session (its record number 2). Keys are (key, IV) pairs."""
+    sends in the same session (its record number 2). Then ``ours`` is aborted: the raw
+    peer would never answer its close_notify."""
+    client_key, server_key, client_iv, server_iv = session_keys(keylog, server_random)
+    our_keys, peer_keys = (client_key, client_iv), (server_key, server_iv)
+    if ours.server_side:
+        our_keys, peer_keys = peer_keys, our_keys
+    await raw_peer.send_message(seal(*peer_keys, 1, 0x16, request), stream=0)
     got: list[bytes] = []
 
     async def read() -> None:
-        got.append(bytes(await channel.receive_some()))
+        got.append(bytes(await ours.channels[0].receive_some()))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read)
@@ -168,6 +170,8 @@ async def refuses_renegotiation(
         assert plaintext == b"\x01\x64"  # warning, no_renegotiation
         await raw_peer.send_message(seal(*peer_keys, 2, 0x17, then), stream=0)
     assert got == [then]
+    assert ours.error is None
+    ours.abort()
 
 
 async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> None:
@@ -206,23 +210,16 @@ async def test_a_server_hello_request_is_refused_not_obeyed(tmp_path: Path) -> N
             ) as client:
                 await handshaken.wait()
                 assert client.channels[0].cipher()[0] == CIPHER
-                client_key, server_key, client_iv, server_iv = session_keys(keylog, server_random)
-                # HelloRequest (type 0, empty), the server's record number 1 (its
-                # Finished was 0).
-                hello_request = b"\x00\x00\x00\x00"
-                record = seal(server_key, server_iv, 1, 0x16, hello_request)
-                await server_transport.send_message(record, stream=0)
-                # The client reads it when its user reads the channel: it answers with a
-                # no_renegotiation warning alert, not a ClientHello, and carries on.
+                # A HelloRequest (type 0, empty). The client reads it when its user reads
+                # the channel, and must answer with an alert, not a ClientHello.
                 await refuses_renegotiation(
-                    client.channels[0],
+                    client,
                     server_transport,
-                    our_keys=(client_key, client_iv),
-                    peer_keys=(server_key, server_iv),
+                    keylog,
+                    server_random,
+                    request=b"\x00\x00\x00\x00",
                     then=b"same session",
                 )
-                assert client.error is None
-                client.abort()  # (the raw server would never answer close_notify)
 
 
 async def test_a_peer_that_never_finishes_one_streams_handshake(
@@ -278,21 +275,14 @@ async def test_a_client_renegotiation_is_refused(tmp_path: Path) -> None:
                     assert data[0] == 0x16 and data[5] == 2  # a ServerHello
                     server_random = data[11:43]
                 incoming.write(data)
-            client_key, server_key, client_iv, server_iv = session_keys(keylog, server_random)
-            # A ClientHello (type 1) as the client's record number 1 (its Finished was 0);
-            # its body does not matter: it is refused on sight.
-            hello = b"\x01\x00\x00\x04" + b"\x03\x03\x00\x00"
-            await client_transport.send_message(
-                seal(client_key, client_iv, 1, 0x16, hello), stream=0
-            )
-            # The server reads it when its user reads the channel; it answers with a
-            # no_renegotiation warning alert, not a ServerHello, and carries on.
+            # A ClientHello (type 1), whose body does not matter: it is refused on sight.
+            # The server reads it when its user reads the channel, and must answer with
+            # an alert, not a ServerHello.
             await refuses_renegotiation(
-                server.channels[0],
+                server,
                 client_transport,
-                our_keys=(server_key, server_iv),
-                peer_keys=(client_key, client_iv),
+                keylog,
+                server_random,
+                request=b"\x01\x00\x00\x04" + b"\x03\x03\x00\x00",
                 then=b"still the same session",
             )
-            assert server.error is None
-            server.abort()  # (the raw client would never answer close_notify)

@@ -16,10 +16,9 @@ streams. Kept small: inside the VM Python is ~14x and AES ~190x slower than here
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -35,39 +34,21 @@ from trio_sctls import (
 from trio_sctls.transport import Message
 
 from .conftest import SERVER_NAME, client_context, server_context
+from .sctp.kernel_udp import free_udp_port, kernel_sctp_over_udp
 from .test_udp_transport import echo
 
 pytestmark = pytest.mark.kernel
 
-SYSCTL = Path("/proc/sys/net/sctp")
 STREAMS = 8
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def kernel_udp() -> Iterator[tuple[int, int]]:
     """``(kernel_port, our_port)``: the kernel receives SCTP over UDP on ``kernel_port``
     and sends it to ``our_port`` (where our server listens)."""
-    if not (SYSCTL / "encap_port").exists() or not os.access(SYSCTL / "udp_port", os.W_OK):
-        pytest.skip("needs net.sctp.udp_port / encap_port (Linux >= 5.11) and root")
-    kernel_port, our_port = _free_udp_port(), _free_udp_port()
-    names = ("udp_port", "encap_port", "reconf_enable")
-    saved = {n: (SYSCTL / n).read_text() for n in names if (SYSCTL / n).exists()}
-    try:
-        (SYSCTL / "udp_port").write_text(str(kernel_port))
-        (SYSCTL / "encap_port").write_text(str(our_port))
-        if "reconf_enable" in saved:
-            (SYSCTL / "reconf_enable").write_text("1")
+    kernel_port, our_port = free_udp_port(), free_udp_port()
+    with kernel_sctp_over_udp(kernel_port, our_port):
         yield kernel_port, our_port
-    finally:
-        for name, value in saved.items():
-            (SYSCTL / name).write_text(value)
 
 
 async def exchange_plain(sctp: MessageTransport) -> None:
@@ -120,60 +101,40 @@ async def exchange_tls(association: SecureAssociation) -> None:
     assert all(association.channel_info(i).version for i in range(STREAMS))
 
 
-async def test_our_udp_client_to_a_kernel_server_plain(kernel_udp: tuple[int, int]) -> None:
-    kernel_port, _ = kernel_udp
+#: Which end is ours (SCTP over UDP in this library) and which the kernel's.
+DIRECTIONS = ["our_udp_client_to_a_kernel_server", "a_kernel_client_to_our_udp_server"]
+#: Keyword arguments for the entry points.
+Keywords = dict[str, Any]
+#: Both ends offer and accept the same streams.
+STREAM_COUNTS: Keywords = {"outbound_streams": STREAMS, "max_inbound_streams": STREAMS}
+
+
+def transports(direction: str, kernel_udp: tuple[int, int]) -> tuple[Keywords, Keywords]:
+    """The server's and the client's transport keywords for ``direction``: our client
+    sends to the kernel's UDP port; the kernel sends to our server's."""
+    kernel_port, our_port = kernel_udp
+    if direction == "our_udp_client_to_a_kernel_server":
+        return {"transport": "kernel"}, {"transport": "udp", "remote_udp_port": kernel_port}
+    return {"transport": "udp", "udp_port": our_port}, {"transport": "kernel"}
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+async def test_plain_messaging(direction: str, kernel_udp: tuple[int, int]) -> None:
+    server, client = transports(direction, kernel_udp)
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
-            partial(
-                serve_sctp,
-                echo,
-                0,
-                host="127.0.0.1",
-                transport="kernel",
-                outbound_streams=STREAMS,
-                max_inbound_streams=STREAMS,
-            )
+            partial(serve_sctp, echo, 0, host="127.0.0.1", **server, **STREAM_COUNTS)
         )
         async with open_sctp_association(
-            "127.0.0.1",
-            listener.port,
-            transport="udp",
-            remote_udp_port=kernel_port,
-            outbound_streams=STREAMS,
-            max_inbound_streams=STREAMS,
+            "127.0.0.1", listener.port, **client, **STREAM_COUNTS
         ) as sctp:
             await exchange_plain(sctp)
         nursery.cancel_scope.cancel()
 
 
-async def test_a_kernel_client_to_our_udp_server_plain(kernel_udp: tuple[int, int]) -> None:
-    _, our_port = kernel_udp
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                serve_sctp,
-                echo,
-                0,
-                host="127.0.0.1",
-                transport="udp",
-                udp_port=our_port,
-                outbound_streams=STREAMS,
-                max_inbound_streams=STREAMS,
-            )
-        )
-        async with open_sctp_association(
-            "127.0.0.1",
-            listener.port,
-            transport="kernel",
-            outbound_streams=STREAMS,
-            max_inbound_streams=STREAMS,
-        ) as sctp:
-            await exchange_plain(sctp)
-        nursery.cancel_scope.cancel()
-
-
-async def test_our_udp_client_to_a_kernel_server_tls(kernel_udp: tuple[int, int]) -> None:
-    kernel_port, _ = kernel_udp
+@pytest.mark.parametrize("direction", DIRECTIONS)
+async def test_tls_on_every_stream(direction: str, kernel_udp: tuple[int, int]) -> None:
+    server, client = transports(direction, kernel_udp)
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
             partial(
@@ -182,9 +143,8 @@ async def test_our_udp_client_to_a_kernel_server_tls(kernel_udp: tuple[int, int]
                 0,
                 ssl_context=server_context(),
                 host="127.0.0.1",
-                transport="kernel",
-                outbound_streams=STREAMS,
-                max_inbound_streams=STREAMS,
+                **server,
+                **STREAM_COUNTS,
             )
         )
         async with open_association(
@@ -192,43 +152,10 @@ async def test_our_udp_client_to_a_kernel_server_tls(kernel_udp: tuple[int, int]
             listener.port,
             ssl_context=client_context(),
             server_hostname=SERVER_NAME,
-            transport="udp",
-            remote_udp_port=kernel_port,
             session_cache=None,
             handshake_timeout=120,
-            outbound_streams=STREAMS,
-            max_inbound_streams=STREAMS,
-        ) as association:
-            await exchange_tls(association)
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_kernel_client_to_our_udp_server_tls(kernel_udp: tuple[int, int]) -> None:
-    _, our_port = kernel_udp
-    async with trio.open_nursery() as nursery:
-        listener = await nursery.start(
-            partial(
-                serve,
-                echo_channels,
-                0,
-                ssl_context=server_context(),
-                host="127.0.0.1",
-                transport="udp",
-                udp_port=our_port,
-                outbound_streams=STREAMS,
-                max_inbound_streams=STREAMS,
-            )
-        )
-        async with open_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_context(),
-            server_hostname=SERVER_NAME,
-            transport="kernel",
-            session_cache=None,
-            handshake_timeout=120,
-            outbound_streams=STREAMS,
-            max_inbound_streams=STREAMS,
+            **client,
+            **STREAM_COUNTS,
         ) as association:
             await exchange_tls(association)
         nursery.cancel_scope.cancel()

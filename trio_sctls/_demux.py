@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
@@ -270,12 +270,7 @@ class Demux:
 
     async def receive_plain(self) -> Message:
         """The next plain message (see :meth:`SecureAssociation.receive_unprotected`)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while not self.plain_queue:
-            self._life.check_usable()
-            if self.peer_shut_down:
-                raise trio.EndOfChannel
-            await self._plain_arrived.park()
+        await self._wait_for(self.plain_queue, self._plain_arrived)
         message = self.plain_queue.popleft()
         self.note_consumed(len(message.data))
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -283,15 +278,28 @@ class Demux:
 
     async def receive_event(self) -> Event:
         """The next notification (see :meth:`SecureAssociation.receive_event`)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while not self.events:
-            self._life.check_usable()
-            if self.peer_shut_down:
-                raise trio.EndOfChannel
-            await self._event_arrived.park()
+        await self._wait_for(self.events, self._event_arrived)
         event = self.events.popleft()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return event
+
+    async def _wait_for(self, queue: deque[Any], arrived: trio.lowlevel.ParkingLot) -> None:
+        """Return once ``queue`` holds something (parking on ``arrived`` meanwhile); the
+        first half of a checkpoint: the caller takes the item, then finishes it with
+        ``cancel_shielded_checkpoint``.
+
+        Raises:
+            trio.Cancelled: before anything was taken.
+            trio.EndOfChannel: the queue is empty and the peer has shut down.
+            AssociationError: the queue is empty and the association is broken.
+            trio.ClosedResourceError: the queue is empty and the association was closed.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not queue:
+            self._life.check_usable()
+            if self.peer_shut_down:
+                raise trio.EndOfChannel
+            await arrived.park()
 
     # -- PipeOwner -----------------------------------------------------------------------
 

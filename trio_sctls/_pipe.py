@@ -185,17 +185,24 @@ class StreamPipe(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send TLS bytes, one SCTP user message per TLS record."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._sending or self.pending_out or self._partial:
-            await self._send_all_queued(data)
-            return
-        # Fast path (nearly every record: SSLStream serialises its own writes, and a
-        # flight queued outside a send is rare): nothing to prepend and nobody to wait
-        # for, so the records go out of ``data`` itself, without copying it.
+        # Behind whoever is sending, or after bytes pending or partial: then ``data``
+        # goes out appended to those. Otherwise (nearly every record: SSLStream
+        # serialises its own writes, and a flight queued outside a send is rare) nothing
+        # is prepended and nobody waited for, so the records go out of ``data`` itself,
+        # without copying it.
+        queued = self._sending or self.pending_out or self._partial
+        if self._sending:
+            # Wait for our turn (FIFO): the sender that releases hands the pipe over.
+            await self._send_turn.park()
         self._sending = True
         try:
             self._check_sendable()
             size = len(data)
-            if size > TLS_HEADER_SIZE and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size:
+            if queued:
+                buffer = self.pending_out + self._partial + bytes(data)
+                self.pending_out = self._partial = b""
+                await self._send_records(memoryview(buffer))
+            elif size > TLS_HEADER_SIZE and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size:
                 # Exactly one record: what SSLStream hands over for writes up to 16 KiB.
                 await self._owner.transport.send_message(
                     data, stream=self.stream_id, ppid=self.ppid
@@ -203,31 +210,10 @@ class StreamPipe(trio.abc.Stream):
             else:
                 await self._send_records(memoryview(data))
         except trio.ClosedResourceError:
-            self._raise_failure()
-            raise
-        finally:
-            self._release_send()
-
-    def _raise_failure(self) -> None:
-        """The transport was closed under a send: if the association failed (it closes
-        the transport when it does), raise its error, which is what the channel's user
-        must see, rather than the transport's own "closed"."""
-        self._owner.check_usable()
-
-    async def _send_all_queued(self, data: bytes | bytearray | memoryview) -> None:
-        """Send behind whoever is sending, after what is pending or partial."""
-        if self._sending:
-            # Wait for our turn (FIFO): the sender that releases hands the pipe over.
-            await self._send_turn.park()
-        else:
-            self._sending = True
-        try:
-            self._check_sendable()
-            buffer = self.pending_out + self._partial + bytes(data)
-            self.pending_out = self._partial = b""
-            await self._send_records(memoryview(buffer))
-        except trio.ClosedResourceError:
-            self._raise_failure()
+            # The transport was closed under the send: if the association failed (it
+            # closes the transport when it does), raise its error, which is what the
+            # channel's user must see, rather than the transport's own "closed".
+            self._owner.check_usable()
             raise
         finally:
             self._release_send()

@@ -130,12 +130,25 @@ async def _accepting(
             nursery.cancel_scope.cancel()
 
 
-async def _close_both(pair: Pair[_End]) -> None:
+@asynccontextmanager
+async def _paired(
+    client: _End, accepted: Callable[[], Awaitable[_End]], port: int
+) -> AsyncIterator[Pair[_End]]:
+    """Yield ``client`` paired with the server end once it is accepted. Leaving closes
+    both gracefully, together; an exception aborts both and propagates."""
+    server = await accepted()
+    pair = Pair(client, server, port)
+    try:
+        yield pair
+    except BaseException:
+        client.abort()
+        server.abort()
+        raise
     # Together: a graceful close waits for the peer's close_notify (or SHUTDOWN ACK),
     # which the other end sends only while it is closing too.
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pair.client.aclose)
-        nursery.start_soon(pair.server.aclose)
+        nursery.start_soon(client.aclose)
+        nursery.start_soon(server.aclose)
 
 
 @asynccontextmanager
@@ -187,15 +200,9 @@ async def association_pair(
             options=options or AssociationOptions(session_cache=None),
             transport_options=sctp,
         ) as client,
+        _paired(client, accepted, listener.port) as pair,
     ):
-        server = await accepted()
-        pair = Pair(client, server, listener.port)
-        try:
-            yield pair
-        except BaseException:
-            server.abort()
-            raise
-        await _close_both(pair)
+        yield pair
 
 
 @asynccontextmanager
@@ -212,16 +219,9 @@ async def transport_pair(
         open_listener(0, host="127.0.0.1", transport_options=sctp) as listener,
         _accepting(listener) as accepted,
         open_transport("127.0.0.1", listener.port, transport_options=sctp) as client,
+        _paired(client, accepted, listener.port) as pair,
     ):
-        server = await accepted()
-        pair = Pair(client, server, listener.port)
-        try:
-            yield pair
-        except BaseException:
-            client.abort()
-            server.abort()
-            raise
-        await _close_both(pair)
+        yield pair
 
 
 def _with_transport(options: TransportOptions | None, transport: TransportName) -> TransportOptions:

@@ -16,7 +16,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,43 +31,25 @@ from trio_sctls.sctp import (
     StreamResetDone,
 )
 
+from .kernel_udp import free_udp_port, kernel_sctp_over_udp
+
 pytestmark = pytest.mark.kernel
 
-SYSCTL = Path("/proc/sys/net/sctp")
 IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
 SCTP_ENABLE_STREAM_RESET = 118
 SCTP_RESET_STREAMS = 119
 CONFIG = SCTPConfig(mtu=1200, rto_min=0.2, rto_initial=0.5, heartbeat_interval=1.0)
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def udp() -> Iterator[tuple[socket.socket, tuple[str, int]]]:
     """Our UDP socket, and the kernel's SCTP-over-UDP address (sysctls set, then restored)."""
-    if not (SYSCTL / "encap_port").exists() or not os.access(SYSCTL / "udp_port", os.W_OK):
-        pytest.skip("needs net.sctp.udp_port / encap_port (Linux >= 5.11) and root")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    kernel_port = _free_udp_port()
-    names = ("udp_port", "encap_port", "reconf_enable")
-    saved = {n: (SYSCTL / n).read_text() for n in names if (SYSCTL / n).exists()}
-    try:
-        (SYSCTL / "udp_port").write_text(str(kernel_port))
-        (SYSCTL / "encap_port").write_text(str(sock.getsockname()[1]))
-        if "reconf_enable" in saved:
-            (SYSCTL / "reconf_enable").write_text("1")
-        yield sock, ("127.0.0.1", kernel_port)
-    finally:
-        for name, value in saved.items():
-            (SYSCTL / name).write_text(value)
-        sock.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        kernel_port = free_udp_port()
+        with kernel_sctp_over_udp(kernel_port, sock.getsockname()[1]):
+            yield sock, ("127.0.0.1", kernel_port)
 
 
 def drive(

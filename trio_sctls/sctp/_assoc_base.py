@@ -12,6 +12,7 @@ import random
 import secrets
 from collections import deque
 from collections.abc import Callable
+from typing import Self, overload
 
 from ._causes import ErrorCause
 from ._chunks import AbortChunk
@@ -29,6 +30,41 @@ from ._state import TRANSMITTING, State, allowed
 SYSTEM_RANDOM: random.Random = secrets.SystemRandom()
 
 
+def with_defaults(
+    config: SCTPConfig | None, secret: bytes | None, rng: random.Random | None
+) -> tuple[SCTPConfig, bytes, random.Random]:
+    """The arguments an association and an endpoint both take, defaults filled in: the
+    default configuration, a fresh 32-byte cookie secret, :data:`SYSTEM_RANDOM`."""
+    return (
+        config if config is not None else SCTPConfig(),
+        secret if secret is not None else secrets.token_bytes(32),
+        rng if rng is not None else SYSTEM_RANDOM,
+    )
+
+
+class _SendSideFigure:
+    """A read-only integer of the association that its send side keeps under the same
+    name (a counter, a window): 0 until the handshake has made the send side."""
+
+    __slots__ = ("_name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, assoc: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, assoc: AssociationBase, owner: type) -> int: ...
+    def __get__(self, assoc: AssociationBase | None, owner: type) -> Self | int:
+        if assoc is None:
+            return self
+        send = assoc._send
+        if send is None:
+            return 0
+        figure: int = getattr(send, self._name)
+        return figure
+
+
 class AssociationBase:
     """The transmission control block; see :class:`~trio_sctls.sctp.Association`."""
 
@@ -42,12 +78,10 @@ class AssociationBase:
         cookie_context: bytes = b"",
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config if config is not None else SCTPConfig()
+        self.config, self._secret, self._rng = with_defaults(config, secret, rng)
         self.local_port = local_port
         self.remote_port = remote_port
-        self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._context = cookie_context
-        self._rng: random.Random = rng if rng is not None else SYSTEM_RANDOM
         self._state = State.CLOSED
         self._used = False
         self._graceful = False  # closed by a completed SHUTDOWN sequence
@@ -117,10 +151,14 @@ class AssociationBase:
         """Our verification tag: what the peer puts in every packet it sends us."""
         return self._local_tag
 
-    @property
-    def outbound_streams(self) -> int:
-        """Negotiated outbound stream count (0 before the handshake)."""
-        return self._send.outbound_streams if self._send is not None else 0
+    #: Negotiated outbound stream count (0 before the handshake).
+    outbound_streams = _SendSideFigure()
+    #: User bytes accepted by :meth:`send` and not yet acknowledged by the peer.
+    queued_bytes = _SendSideFigure()
+    #: The congestion window, in bytes (Section 7.2).
+    cwnd = _SendSideFigure()
+    #: Our estimate of the peer's receive window (Section 6.2.1).
+    peer_rwnd = _SendSideFigure()
 
     @property
     def inbound_streams(self) -> int:
@@ -128,24 +166,9 @@ class AssociationBase:
         return self._recv.inbound_streams if self._recv is not None else 0
 
     @property
-    def queued_bytes(self) -> int:
-        """User bytes accepted by :meth:`send` and not yet acknowledged by the peer."""
-        return self._send.queued_bytes if self._send is not None else 0
-
-    @property
     def rto(self) -> float:
         """The current retransmission timeout, in seconds."""
         return self._send.rto.rto if self._send is not None else self._t1_rto
-
-    @property
-    def cwnd(self) -> int:
-        """The congestion window, in bytes (Section 7.2)."""
-        return self._send.cwnd if self._send is not None else 0
-
-    @property
-    def peer_rwnd(self) -> int:
-        """Our estimate of the peer's receive window (Section 6.2.1)."""
-        return self._send.peer_rwnd if self._send is not None else 0
 
     @property
     def has_events(self) -> bool:
@@ -183,10 +206,7 @@ class AssociationBase:
 
     def _send_t1(self, now: float) -> None:
         """(Re)send INIT (tag 0) or COOKIE ECHO, and arm T1."""
-        tag = 0 if self._state is State.COOKIE_WAIT else self._peer_tag
-        buf = bytearray(packet_header(self.local_port, self.remote_port, tag))
-        buf += self._t1_chunk
-        self._oob.append(finish_packet(buf))
+        self._send_alone(self._t1_chunk, 0 if self._state is State.COOKIE_WAIT else self._peer_tag)
         self._t1_sent_at = now
         self._t1 = now + self._t1_rto
 
@@ -208,23 +228,28 @@ class AssociationBase:
 
     def _abort(self, causes: tuple[ErrorCause, ...], reason: str) -> None:
         if self._peer_tag and self._state is not State.COOKIE_WAIT:
-            buf = bytearray(packet_header(self.local_port, self.remote_port, self._peer_tag))
-            buf += bytes(AbortChunk(causes))
-            self._oob.append(finish_packet(buf))
-        self._set_state(State.CLOSED)
-        self._events.append(AssociationAborted(reason, False, causes))
+            self._send_alone(bytes(AbortChunk(causes)), self._peer_tag)
+        self._close(AssociationAborted(reason, False, causes))
 
     def _count_error(self, what: str) -> bool:
         """Section 8.1: one more unanswered retransmission; ``True`` if that was one too many."""
         self._errors += 1
         if self._errors > self.config.max_retransmissions:
-            self._lose(f"{what}: Association.Max.Retrans exceeded")
+            self._close(AssociationLost(f"{what}: Association.Max.Retrans exceeded"))
             return True
         return False
 
-    def _lose(self, reason: str) -> None:
+    def _close(self, why: Event) -> None:
+        """Enter CLOSED, and tell the user ``why`` (lost, aborted, shut down)."""
         self._set_state(State.CLOSED)
-        self._events.append(AssociationLost(reason))
+        self._events.append(why)
+
+    def _send_alone(self, chunk: bytes, tag: int) -> None:
+        """Send ``chunk`` in a packet of its own, with verification tag ``tag``, ahead of
+        anything :meth:`datagrams_to_send` bundles."""
+        buf = bytearray(packet_header(self.local_port, self.remote_port, tag))
+        buf += chunk
+        self._oob.append(finish_packet(buf))
 
     def _set_state(self, new: State) -> None:
         """The only place where the state changes (checked against ``_state.TRANSITIONS``)."""

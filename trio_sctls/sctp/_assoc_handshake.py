@@ -163,8 +163,7 @@ class HandshakeMixin(AssociationBase):
         ):
             # Case A: the peer restarted. We end this association; the peer's next
             # COOKIE ECHO starts a new one (through an Endpoint).
-            self._set_state(State.CLOSED)
-            self._events.append(AssociationLost("the peer restarted the association"))
+            self._close(AssociationLost("the peer restarted the association"))
             return False
         else:
             return False  # case C, or no match: discard silently
@@ -193,7 +192,7 @@ class HandshakeMixin(AssociationBase):
         """Section 5.2.6: start over with a fresh INIT asking for a longer cookie life."""
         self._t1_count += 1
         if self._t1_count > self.config.max_init_retransmissions:
-            self._lose("the peer keeps finding our cookies stale")
+            self._close(AssociationLost("the peer keeps finding our cookies stale"))
             return
         self._send = self._recv = None
         self._reconf = None

@@ -45,6 +45,7 @@ from ._chunks import (
 from ._errors import LocalProtocolError, ParseError, ProtocolViolation
 from ._events import (
     AssociationAborted,
+    AssociationLost,
     Event,
     MessageReceived,
     PeerError,
@@ -62,6 +63,21 @@ _REPORT_OVERHEAD = 12 + 4 + 4
 #: RFC 6525, Section 3.1: the parameters of one RE-CONFIG chunk we act upon.
 MAX_RECONFIG_PARAMS = 2
 _HB_INFO = struct.Struct("!d8s")
+
+
+def _bundle(
+    chunks: list[bytes], buf: bytearray, header: bytes, limit: int, out: list[bytes]
+) -> bytearray:
+    """Move ``chunks`` into the packet being filled, ``buf``, finishing it into ``out``
+    and starting another whenever the next chunk would not fit; return the packet
+    being filled."""
+    for chunk in chunks:
+        if len(buf) + len(chunk) > limit and len(buf) > len(header):
+            out.append(finish_packet(buf))
+            buf = bytearray(header)
+        buf += chunk
+    chunks.clear()
+    return buf
 
 
 class Association(HandshakeMixin):
@@ -374,11 +390,8 @@ class Association(HandshakeMixin):
         if not self._tag_ok(packet):
             return False
         if st in (State.SHUTDOWN_SENT, State.SHUTDOWN_ACK_SENT):
-            buf = bytearray(packet_header(self.local_port, self.remote_port, self._peer_tag))
-            buf += bytes(ShutdownCompleteChunk())
-            self._oob.append(finish_packet(buf))
-            self._set_state(State.CLOSED)
-            self._events.append(ShutdownComplete())
+            self._send_alone(bytes(ShutdownCompleteChunk()), self._peer_tag)
+            self._close(ShutdownComplete())
         return False
 
     def _on_shutdown_complete(self, packet: Packet, chunk: Chunk, now: float) -> bool:
@@ -386,19 +399,15 @@ class Association(HandshakeMixin):
         if not self._reflected_tag_ok(packet, chunk.reflected):
             return False
         if self._state is State.SHUTDOWN_ACK_SENT:
-            self._set_state(State.CLOSED)
-            self._events.append(ShutdownComplete())
+            self._close(ShutdownComplete())
         return False
 
     def _on_abort(self, packet: Packet, chunk: Chunk, now: float) -> bool:
         assert isinstance(chunk, AbortChunk)
         if not self._reflected_tag_ok(packet, chunk.reflected):
             return False
-        reasons = [c.describe() for c in chunk.causes]
-        self._set_state(State.CLOSED)
-        self._events.append(
-            AssociationAborted("; ".join(reasons) or "aborted by the peer", True, chunk.causes)
-        )
+        reasons = "; ".join(c.describe() for c in chunk.causes) or "aborted by the peer"
+        self._close(AssociationAborted(reasons, True, chunk.causes))
         return False
 
     def _on_error(self, packet: Packet, chunk: Chunk, now: float) -> bool:
@@ -471,7 +480,9 @@ class Association(HandshakeMixin):
             self._t1 = None
             self._t1_count += 1
             if self._t1_count > self.config.max_init_retransmissions:
-                self._lose("no answer to INIT / COOKIE ECHO (Max.Init.Retransmits)")
+                self._close(
+                    AssociationLost("no answer to INIT / COOKIE ECHO (Max.Init.Retransmits)")
+                )
                 return
             self._t1_rto = min(self._t1_rto * 2, self.config.rto_max)
             self._send_t1(now)
@@ -544,12 +555,8 @@ class Association(HandshakeMixin):
             self._sack_now = False
             self._sack_deadline = None
             self._packets_unacked = 0
-        for chunk in self._control:
-            if len(buf) + len(chunk) > limit and len(buf) > len(header):
-                out.append(finish_packet(buf))
-                buf = bytearray(header)
-            buf += chunk
-        self._control.clear()
+        if self._control:
+            buf = _bundle(self._control, buf, header, limit, out)
         if data_flows:
             sent_any = False
             while (ch := send.next_chunk(now)) is not None:
@@ -563,12 +570,8 @@ class Association(HandshakeMixin):
             send.packet_done()
             if sent_any:
                 self._rearm_heartbeat(now)
-        for chunk in self._trailing:
-            if len(buf) + len(chunk) > limit and len(buf) > len(header):
-                out.append(finish_packet(buf))
-                buf = bytearray(header)
-            buf += chunk
-        self._trailing.clear()
+        if self._trailing:
+            buf = _bundle(self._trailing, buf, header, limit, out)
         if len(buf) > len(header):
             out.append(finish_packet(buf))
         return out

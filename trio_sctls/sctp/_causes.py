@@ -1,18 +1,21 @@
 """Error causes (RFC 9260, Section 3.3.10), carried in ERROR and ABORT chunks.
 
 Same TLV layout as parameters: 16-bit cause code, 16-bit length, cause-specific
-information padded to 4 bytes. :data:`CAUSE_TYPES` maps a code to its class; codes we
-do not know are kept as :class:`UnknownCause`.
+information padded to 4 bytes. Each class is declared with its code by ``@_cause(code)``,
+which files it in :data:`CAUSE_TYPES`; codes we do not know are kept as
+:class:`UnknownCause`.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Self, TypeVar, dataclass_transform
 
 from ._errors import ParseError
-from ._tlv import KnownTlv, Tlv, need, need_at_least, parse_tlvs
+from ._layout import BYTES, Layout, declare, need_at_least
+from ._tlv import KnownTlv, Tlv, UnknownTlv, parse_tlvs
 
 _U32 = struct.Struct("!I")
 
@@ -33,81 +36,58 @@ class KnownCause(ErrorCause, KnownTlv):
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownCause(ErrorCause):
+class UnknownCause(UnknownTlv, ErrorCause):
     """An error cause whose code we do not implement, kept verbatim."""
 
-    # field(), not a bare annotation: the dataclass would take the base's ``code``
-    # property for this field's default.
-    code: int = field()
-    raw: bytes
-
-    def value(self) -> bytes:
-        """The information exactly as received."""
-        return self.raw
+    __slots__ = ()
 
     def describe(self) -> str:
         """The numeric code."""
         return f"error cause {self.code}"
 
 
+#: Cause code -> class, for every error cause of RFC 9260.
+CAUSE_TYPES: dict[int, type[KnownCause]] = {}
+_C = TypeVar("_C", bound=KnownCause)
+
+
+@dataclass_transform(frozen_default=True)
+def _cause(code: int) -> Callable[[type[_C]], type[_C]]:
+    """Declare the class of cause ``code``: a frozen dataclass in :data:`CAUSE_TYPES`."""
+    return declare(CAUSE_TYPES, code, frozen=True)
+
+
 @dataclass(frozen=True, slots=True)
 class _EmptyCause(KnownCause):
-    """A cause with no information."""
+    """A cause with no information (any present is ignored: be liberal in what we accept)."""
 
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """Ignore any information (be liberal in what we accept)."""
-        return cls()
-
-    def value(self) -> bytes:
-        """No information."""
-        return b""
+    LAYOUT = Layout(lenient=True)
 
 
 @dataclass(frozen=True, slots=True)
 class _OpaqueCause(KnownCause):
     """A cause whose information is a blob of bytes."""
 
+    LAYOUT = Layout(tail=BYTES)
     data: bytes = b""
 
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """Keep the bytes."""
-        return cls(bytes(value))
 
-    def value(self) -> bytes:
-        """The bytes."""
-        return self.data
-
-
-@dataclass(frozen=True, slots=True)
+@_cause(1)
 class InvalidStreamIdentifier(KnownCause):
-    """Invalid Stream Identifier (cause 1): DATA arrived for a stream that does not exist."""
+    """Invalid Stream Identifier: DATA arrived for a stream that does not exist."""
 
-    CODE: ClassVar[int] = 1
+    LAYOUT = Layout("H2x")  # stream id, two reserved bytes
     stream: int
-
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """Stream id and two reserved bytes."""
-        need(value, 4, "invalid stream identifier cause")
-        return cls(struct.unpack("!HH", value)[0])
-
-    def value(self) -> bytes:
-        """Stream id and two reserved bytes."""
-        return struct.pack("!HH", self.stream, 0)
 
     def describe(self) -> str:
         """Name the stream."""
         return f"invalid stream identifier {self.stream}"
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(2)
 class MissingMandatoryParameter(KnownCause):
-    """Missing Mandatory Parameter (cause 2)."""
+    """Missing Mandatory Parameter."""
 
-    CODE: ClassVar[int] = 2
     param_types: tuple[int, ...]
 
     @classmethod
@@ -125,134 +105,77 @@ class MissingMandatoryParameter(KnownCause):
         return struct.pack(f"!I{n}H", n, *self.param_types)
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(3)
 class StaleCookie(KnownCause):
-    """Stale Cookie (cause 3): how late the COOKIE ECHO was, in microseconds."""
+    """Stale Cookie: how late the COOKIE ECHO was, in microseconds."""
 
-    CODE: ClassVar[int] = 3
+    LAYOUT = Layout("I")
     staleness_us: int
-
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """One 32-bit measure of staleness."""
-        need(value, 4, "stale cookie cause")
-        return cls(_U32.unpack(value)[0])
-
-    def value(self) -> bytes:
-        """One 32-bit measure of staleness."""
-        return _U32.pack(self.staleness_us)
 
     def describe(self) -> str:
         """Say how stale."""
         return f"stale cookie ({self.staleness_us} us late)"
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(4)
 class OutOfResource(_EmptyCause):
-    """Out of Resource (cause 4): also what we send for a message above our maximum."""
-
-    CODE: ClassVar[int] = 4
+    """Out of Resource: also what we send for a message above our maximum."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(5)
 class UnresolvableAddress(_OpaqueCause):
-    """Unresolvable Address (cause 5): carries the address parameter."""
-
-    CODE: ClassVar[int] = 5
+    """Unresolvable Address: carries the address parameter."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(6)
 class UnrecognizedChunkType(_OpaqueCause):
-    """Unrecognized Chunk Type (cause 6): carries the chunk header and value."""
-
-    CODE: ClassVar[int] = 6
+    """Unrecognized Chunk Type: carries the chunk header and value."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(7)
 class InvalidMandatoryParameter(_EmptyCause):
-    """Invalid Mandatory Parameter (cause 7)."""
-
-    CODE: ClassVar[int] = 7
+    """Invalid Mandatory Parameter."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(8)
 class UnrecognizedParameters(_OpaqueCause):
-    """Unrecognized Parameters (cause 8): carries the parameters verbatim."""
-
-    CODE: ClassVar[int] = 8
+    """Unrecognized Parameters: carries the parameters verbatim."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(9)
 class NoUserData(KnownCause):
-    """No User Data (cause 9): a DATA chunk without payload."""
+    """No User Data: a DATA chunk without payload, named by its TSN."""
 
-    CODE: ClassVar[int] = 9
+    LAYOUT = Layout("I")
     tsn: int
 
-    @classmethod
-    def parse_value(cls, value: memoryview) -> Self:
-        """The TSN of the empty DATA chunk."""
-        need(value, 4, "no user data cause")
-        return cls(_U32.unpack(value)[0])
 
-    def value(self) -> bytes:
-        """The TSN of the empty DATA chunk."""
-        return _U32.pack(self.tsn)
-
-
-@dataclass(frozen=True, slots=True)
+@_cause(10)
 class CookieWhileShuttingDown(_EmptyCause):
-    """Cookie Received While Shutting Down (cause 10)."""
-
-    CODE: ClassVar[int] = 10
+    """Cookie Received While Shutting Down."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(11)
 class RestartWithNewAddresses(_OpaqueCause):
-    """Restart of an Association with New Addresses (cause 11)."""
-
-    CODE: ClassVar[int] = 11
+    """Restart of an Association with New Addresses."""
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(12)
 class UserInitiatedAbort(_OpaqueCause):
-    """User-Initiated Abort (cause 12): the upper layer's reason, as bytes."""
-
-    CODE: ClassVar[int] = 12
+    """User-Initiated Abort: the upper layer's reason, as bytes."""
 
     def describe(self) -> str:
         """The reason, decoded leniently."""
         return self.data.decode("utf-8", "replace")
 
 
-@dataclass(frozen=True, slots=True)
+@_cause(13)
 class ProtocolViolationCause(_OpaqueCause):
-    """Protocol Violation (cause 13): free-form additional information."""
-
-    CODE: ClassVar[int] = 13
+    """Protocol Violation: free-form additional information."""
 
     def describe(self) -> str:
         """The additional information, decoded leniently."""
         return "protocol violation: " + self.data.decode("utf-8", "replace")
-
-
-CAUSE_CLASSES: tuple[type[KnownCause], ...] = (
-    InvalidStreamIdentifier,
-    MissingMandatoryParameter,
-    StaleCookie,
-    OutOfResource,
-    UnresolvableAddress,
-    UnrecognizedChunkType,
-    InvalidMandatoryParameter,
-    UnrecognizedParameters,
-    NoUserData,
-    CookieWhileShuttingDown,
-    RestartWithNewAddresses,
-    UserInitiatedAbort,
-    ProtocolViolationCause,
-)
-#: Cause code -> class, for every error cause of RFC 9260.
-CAUSE_TYPES: dict[int, type[KnownCause]] = {cls.CODE: cls for cls in CAUSE_CLASSES}
 
 
 def parse_causes(buf: bytes | memoryview) -> list[ErrorCause]:

@@ -2,9 +2,11 @@
 
 A chunk is a 1-byte type, 1-byte flags, 16-bit length (header + value, without the
 padding) and a value padded to 4 bytes. Each chunk type is a small dataclass with
-``parse_value(flags, value)`` and ``__bytes__``; :data:`CHUNK_TYPES` maps a type code to
-its class, and :func:`parse_chunks` splits a packet's chunk area, keeping unknown types
-as :class:`UnknownChunk` for the rules of Section 3.2 (see :func:`unknown_chunk_action`).
+``parse_value(flags, value)`` and ``__bytes__``, declared with its type code by
+``@_chunk(code)``, which files it in :data:`CHUNK_TYPES`; most declare their value as a
+:class:`~._layout.Layout` rather than parse it by hand. :func:`parse_chunks` splits a
+packet's chunk area, keeping unknown types as :class:`UnknownChunk` for the rules of
+Section 3.2 (see :func:`unknown_chunk_action`).
 
 DATA is on the hot path: its parse is one ``unpack_from`` and one slice copy, and the
 sender builds its bytes with :func:`data_chunk_bytes` without a dataclass at all.
@@ -13,18 +15,18 @@ sender builds its bytes with :func:`data_chunk_bytes` without a dataclass at all
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import ClassVar, Self
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Self, TypeVar, dataclass_transform
 
 from ._causes import ErrorCause, parse_causes
 from ._errors import ParseError
+from ._layout import BYTES, U16_PAIRS, LaidOut, Layout, Tail, declare, need, need_at_least
 from ._params import HeartbeatInfo, Param, parse_params
-from ._tlv import PADDING, join_tlvs, need, need_at_least, pad4
+from ._tlv import PADDING, join_tlvs, only, pad4
 
 _HEADER = struct.Struct("!BBH")
 _DATA_HEADER = struct.Struct("!BBHIHHI")
-_U32 = struct.Struct("!I")
-_INIT = struct.Struct("!IIHHI")
 _SACK = struct.Struct("!IIHH")
 
 # DATA chunk flags (RFC 9260, Section 3.3.1; I bit from RFC 7053).
@@ -42,9 +44,14 @@ class Chunk:
     __slots__ = ()
 
     @property
-    def chunk_type(self) -> int:
+    def code(self) -> int:
         """The 8-bit chunk type."""
         raise NotImplementedError
+
+    @property
+    def chunk_type(self) -> int:
+        """The 8-bit chunk type: :attr:`code`, by the name RFC 9260 gives it."""
+        return self.code
 
     @property
     def flags(self) -> int:
@@ -58,9 +65,7 @@ class Chunk:
     def __bytes__(self) -> bytes:
         value = self.value()
         return (
-            _HEADER.pack(self.chunk_type, self.flags, 4 + len(value))
-            + value
-            + PADDING[-len(value) % 4]
+            _HEADER.pack(self.code, self.flags, 4 + len(value)) + value + PADDING[-len(value) % 4]
         )
 
     @staticmethod
@@ -70,46 +75,69 @@ class Chunk:
         Raises:
             ParseError: ``data`` is not exactly one well-formed chunk.
         """
-        chunks = parse_chunks(data)
-        if len(chunks) != 1:
-            raise ParseError(f"expected one chunk, found {len(chunks)}")
-        return chunks[0]
+        return only(parse_chunks(data), "chunk")
 
 
-class KnownChunk(Chunk):
+class KnownChunk(LaidOut, Chunk):
     """A chunk type this implementation understands."""
 
     __slots__ = ()
-    #: The type code.
-    TYPE: ClassVar[int]
-
-    @property
-    def chunk_type(self) -> int:
-        """The 8-bit chunk type."""
-        return self.TYPE
 
     @classmethod
     def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Build the chunk from its flags and value bytes.
+        """Build the chunk from its flags and value bytes (by default, the value by its
+        :attr:`LAYOUT`, and no flags).
 
         Raises:
             ParseError: the value does not have the layout of this chunk type.
         """
-        raise NotImplementedError
+        return cls(*cls.LAYOUT.unpack(value, cls.__name__))
+
+
+#: Chunk type code -> class, for every chunk this implementation understands.
+CHUNK_TYPES: dict[int, type[KnownChunk]] = {}
+_K = TypeVar("_K", bound=KnownChunk)
+
+
+@dataclass_transform()
+def _chunk(code: int) -> Callable[[type[_K]], type[_K]]:
+    """Declare the class of chunk type ``code``: a dataclass in :data:`CHUNK_TYPES`.
+
+    Chunks are not frozen: a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__``, which would slow down parsing DATA.
+    """
+    return declare(CHUNK_TYPES, code, frozen=False)
+
+
+class _ReflectedFlag(KnownChunk):
+    """ABORT and SHUTDOWN COMPLETE: their only flag is the T bit (Section 3.3.7), the
+    chunk's last field, after what its layout reads from the value."""
+
+    __slots__ = ()
+    #: T bit: the packet carries the receiver's tag (reflected), not the sender's.
+    reflected: bool
+
+    @property
+    def flags(self) -> int:
+        """The T bit."""
+        return FLAG_T if self.reflected else 0
+
+    @classmethod
+    def parse_value(cls, flags: int, value: memoryview) -> Self:
+        """The value by the layout, and the T bit from the flags."""
+        fields = (*cls.LAYOUT.unpack(value, cls.__name__), bool(flags & FLAG_T))
+        return cls(*fields)
 
 
 @dataclass(slots=True)
 class UnknownChunk(Chunk):
     """A chunk whose type we do not implement, kept verbatim."""
 
-    code: int
+    # field(), not a bare annotation: the dataclass would take the base's ``code``
+    # property for this field's default.
+    code: int = field()
     raw_flags: int
     raw: bytes
-
-    @property
-    def chunk_type(self) -> int:
-        """The 8-bit chunk type."""
-        return self.code
 
     @property
     def flags(self) -> int:
@@ -133,11 +161,15 @@ def data_chunk_bytes(
     )
 
 
-@dataclass(slots=True)
+@_chunk(0)
 class DataChunk(KnownChunk):
-    """DATA (RFC 9260, Section 3.3.1): one fragment of one user message."""
+    """DATA (RFC 9260, Section 3.3.1): one fragment of one user message.
 
-    TYPE: ClassVar[int] = 0
+    On the hot path: :meth:`parse_value` is written out by hand (one ``unpack_from``, one
+    slice copy, the flags), and :meth:`__bytes__` is :func:`data_chunk_bytes`.
+    """
+
+    LAYOUT = Layout("IHHI", BYTES)
     tsn: int
     stream_id: int
     ssn: int
@@ -175,20 +207,25 @@ class DataChunk(KnownChunk):
             bool(flags & FLAG_IMMEDIATE),
         )
 
-    def value(self) -> bytes:
-        """TSN, stream id, SSN, PPID, then the user data."""
-        return struct.pack("!IHHI", self.tsn, self.stream_id, self.ssn, self.ppid) + self.user_data
-
     def __bytes__(self) -> bytes:
         return data_chunk_bytes(
             self.tsn, self.stream_id, self.ssn, self.ppid, self.flags, self.user_data
         )
 
 
+#: Parameters after the fixed fields (INIT, INIT ACK, RE-CONFIG).
+_PARAMS: Tail[tuple[Param, ...]] = Tail(lambda view, what: tuple(parse_params(view)), join_tlvs)
+#: Error causes (ERROR, ABORT).
+_CAUSES: Tail[tuple[ErrorCause, ...]] = Tail(
+    lambda view, what: tuple(parse_causes(view)), join_tlvs
+)
+
+
 @dataclass(slots=True)
 class _InitBase(KnownChunk):
     """The common layout of INIT and INIT ACK (RFC 9260, Sections 3.3.2 and 3.3.3)."""
 
+    LAYOUT = Layout("IIHHI", _PARAMS)
     initiate_tag: int
     a_rwnd: int
     outbound_streams: int
@@ -196,47 +233,25 @@ class _InitBase(KnownChunk):
     initial_tsn: int
     params: tuple[Param, ...] = ()
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Fixed fields, then parameters."""
-        need_at_least(value, 16, "INIT chunk")
-        tag, rwnd, os_, mis, tsn = _INIT.unpack_from(value)
-        return cls(tag, rwnd, os_, mis, tsn, tuple(parse_params(value[16:])))
 
-    def value(self) -> bytes:
-        """Fixed fields, then parameters."""
-        fixed = _INIT.pack(
-            self.initiate_tag,
-            self.a_rwnd,
-            self.outbound_streams,
-            self.inbound_streams,
-            self.initial_tsn,
-        )
-        return fixed + join_tlvs(self.params)
-
-
-@dataclass(slots=True)
+@_chunk(1)
 class InitChunk(_InitBase):
     """INIT (RFC 9260, Section 3.3.2): the first leg of the four-way handshake."""
 
-    TYPE: ClassVar[int] = 1
 
-
-@dataclass(slots=True)
+@_chunk(2)
 class InitAckChunk(_InitBase):
     """INIT ACK (RFC 9260, Section 3.3.3): carries the State Cookie back."""
 
-    TYPE: ClassVar[int] = 2
 
-
-@dataclass(slots=True)
+@_chunk(3)
 class SackChunk(KnownChunk):
     """SACK (RFC 9260, Section 3.3.4).
 
     Gap Ack Blocks are ``(start, end)`` offsets from the cumulative TSN ack, inclusive.
+    On the hot path, and counted, so read and written by hand.
     """
 
-    TYPE: ClassVar[int] = 3
     cumulative_tsn_ack: int
     a_rwnd: int
     gap_blocks: tuple[tuple[int, int], ...] = ()
@@ -266,11 +281,10 @@ class SackChunk(KnownChunk):
         )
 
 
-@dataclass(slots=True)
+@_chunk(4)
 class HeartbeatChunk(KnownChunk):
     """HEARTBEAT (RFC 9260, Section 3.3.5): one Heartbeat Info parameter."""
 
-    TYPE: ClassVar[int] = 4
     info: bytes
 
     @classmethod
@@ -286,201 +300,90 @@ class HeartbeatChunk(KnownChunk):
         return bytes(HeartbeatInfo(self.info))
 
 
-@dataclass(slots=True)
+@_chunk(5)
 class HeartbeatAckChunk(HeartbeatChunk):
     """HEARTBEAT ACK (RFC 9260, Section 3.3.6): the HEARTBEAT's info, echoed."""
-
-    TYPE: ClassVar[int] = 5
 
 
 @dataclass(slots=True)
 class _CausesChunk(KnownChunk):
     """The common layout of ERROR and ABORT: a list of error causes."""
 
+    LAYOUT = Layout(tail=_CAUSES)
     causes: tuple[ErrorCause, ...] = ()
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Error causes."""
-        return cls(tuple(parse_causes(value)))
 
-    def value(self) -> bytes:
-        """Error causes."""
-        return join_tlvs(self.causes)
-
-
-@dataclass(slots=True)
-class AbortChunk(_CausesChunk):
+@_chunk(6)
+class AbortChunk(_ReflectedFlag, _CausesChunk):
     """ABORT (RFC 9260, Section 3.3.7), with optional error causes."""
 
-    TYPE: ClassVar[int] = 6
-    #: T bit: the packet carries the receiver's tag (reflected), not the sender's.
     reflected: bool = False
 
-    @property
-    def flags(self) -> int:
-        """The T bit."""
-        return FLAG_T if self.reflected else 0
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Error causes, and the T bit from the flags."""
-        return cls(tuple(parse_causes(value)), bool(flags & FLAG_T))
-
-
-@dataclass(slots=True)
+@_chunk(7)
 class ShutdownChunk(KnownChunk):
     """SHUTDOWN (RFC 9260, Section 3.3.8): carries a cumulative TSN ack."""
 
-    TYPE: ClassVar[int] = 7
+    LAYOUT = Layout("I")
     cumulative_tsn_ack: int
-
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """One 32-bit TSN."""
-        need(value, 4, "SHUTDOWN chunk")
-        return cls(_U32.unpack(value)[0])
-
-    def value(self) -> bytes:
-        """One 32-bit TSN."""
-        return _U32.pack(self.cumulative_tsn_ack)
 
 
 @dataclass(slots=True)
 class _EmptyChunk(KnownChunk):
-    """A chunk with no value."""
+    """A chunk with no value (anything present is ignored)."""
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """No value (anything present is ignored)."""
-        return cls()
-
-    def value(self) -> bytes:
-        """No value."""
-        return b""
+    LAYOUT = Layout(lenient=True)
 
 
-@dataclass(slots=True)
+@_chunk(8)
 class ShutdownAckChunk(_EmptyChunk):
     """SHUTDOWN ACK (RFC 9260, Section 3.3.9)."""
 
-    TYPE: ClassVar[int] = 8
 
-
-@dataclass(slots=True)
+@_chunk(9)
 class ErrorChunk(_CausesChunk):
     """ERROR (RFC 9260, Section 3.3.10): reports conditions that do not end the association."""
 
-    TYPE: ClassVar[int] = 9
 
-
-@dataclass(slots=True)
+@_chunk(10)
 class CookieEchoChunk(KnownChunk):
     """COOKIE ECHO (RFC 9260, Section 3.3.11): the State Cookie, returned verbatim."""
 
-    TYPE: ClassVar[int] = 10
+    LAYOUT = Layout(tail=BYTES)
     cookie: bytes
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """The cookie bytes."""
-        return cls(bytes(value))
 
-    def value(self) -> bytes:
-        """The cookie bytes."""
-        return self.cookie
-
-
-@dataclass(slots=True)
+@_chunk(11)
 class CookieAckChunk(_EmptyChunk):
     """COOKIE ACK (RFC 9260, Section 3.3.12)."""
 
-    TYPE: ClassVar[int] = 11
 
+@_chunk(14)
+class ShutdownCompleteChunk(_ReflectedFlag):
+    """SHUTDOWN COMPLETE (RFC 9260, Section 3.3.13): no value, only the T bit."""
 
-@dataclass(slots=True)
-class ShutdownCompleteChunk(KnownChunk):
-    """SHUTDOWN COMPLETE (RFC 9260, Section 3.3.13)."""
-
-    TYPE: ClassVar[int] = 14
-    #: T bit, as for ABORT.
+    LAYOUT = Layout(lenient=True)
     reflected: bool = False
 
-    @property
-    def flags(self) -> int:
-        """The T bit."""
-        return FLAG_T if self.reflected else 0
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """No value."""
-        return cls(bool(flags & FLAG_T))
-
-    def value(self) -> bytes:
-        """No value."""
-        return b""
-
-
-@dataclass(slots=True)
+@_chunk(0x82)
 class ReconfigChunk(KnownChunk):
     """RE-CONFIG (RFC 6525, Section 3.1): one or two reconfiguration parameters."""
 
-    TYPE: ClassVar[int] = 0x82
+    LAYOUT = Layout(tail=_PARAMS)
     params: tuple[Param, ...] = ()
 
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """Parameters."""
-        return cls(tuple(parse_params(value)))
 
-    def value(self) -> bytes:
-        """Parameters."""
-        return join_tlvs(self.params)
-
-
-@dataclass(slots=True)
+@_chunk(0xC0)
 class ForwardTsnChunk(KnownChunk):
-    """FORWARD TSN (RFC 3758, Section 3.2): parsed, never sent, and not acted upon."""
+    """FORWARD TSN (RFC 3758, Section 3.2): parsed, never sent, and not acted upon.
 
-    TYPE: ClassVar[int] = 0xC0
+    The new cumulative TSN, then (stream, SSN) pairs.
+    """
+
+    LAYOUT = Layout("I", U16_PAIRS)
     new_cumulative_tsn: int
     streams: tuple[tuple[int, int], ...] = ()
-
-    @classmethod
-    def parse_value(cls, flags: int, value: memoryview) -> Self:
-        """New cumulative TSN, then (stream, SSN) pairs."""
-        need_at_least(value, 4, "FORWARD TSN chunk")
-        if len(value) % 4:
-            raise ParseError("FORWARD TSN chunk: ragged stream list")
-        (tsn,) = _U32.unpack_from(value)
-        flat = struct.unpack_from(f"!{(len(value) - 4) // 2}H", value, 4)
-        return cls(tsn, tuple(zip(flat[0::2], flat[1::2], strict=True)))
-
-    def value(self) -> bytes:
-        """New cumulative TSN, then (stream, SSN) pairs."""
-        flat = [x for pair in self.streams for x in pair]
-        return struct.pack(f"!I{len(flat)}H", self.new_cumulative_tsn, *flat)
-
-
-CHUNK_CLASSES: tuple[type[KnownChunk], ...] = (
-    DataChunk,
-    InitChunk,
-    InitAckChunk,
-    SackChunk,
-    HeartbeatChunk,
-    HeartbeatAckChunk,
-    AbortChunk,
-    ShutdownChunk,
-    ShutdownAckChunk,
-    ErrorChunk,
-    CookieEchoChunk,
-    CookieAckChunk,
-    ShutdownCompleteChunk,
-    ReconfigChunk,
-    ForwardTsnChunk,
-)
-#: Chunk type code -> class, for every chunk this implementation understands.
-CHUNK_TYPES: dict[int, type[KnownChunk]] = {cls.TYPE: cls for cls in CHUNK_CLASSES}
 
 
 def parse_chunks(buf: bytes | memoryview) -> list[Chunk]:

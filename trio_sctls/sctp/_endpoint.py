@@ -26,11 +26,10 @@ idle associations as with one, and a driver serving many endpoints can set
 from __future__ import annotations
 
 import random
-import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
-from ._assoc_base import SYSTEM_RANDOM
+from ._assoc_base import with_defaults
 from ._association import Association
 from ._chunks import CookieEchoChunk, InitChunk, ShutdownAckChunk
 from ._config import SCTPConfig
@@ -77,11 +76,9 @@ class Endpoint:
         accept: bool = True,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config if config is not None else SCTPConfig()
+        self.config, self._secret, self._rng = with_defaults(config, secret, rng)
         self.local_port = local_port
         self.accept = accept
-        self._secret = secret if secret is not None else secrets.token_bytes(32)
-        self._rng: random.Random = rng if rng is not None else SYSTEM_RANDOM
         self._by_addr: dict[tuple[Address, int], Association] = {}
         self._addr: dict[Association, Address] = {}
         self._out: list[tuple[bytes, Address]] = []

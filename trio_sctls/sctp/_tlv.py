@@ -7,19 +7,23 @@ The padding of the *last* TLV in a chunk may be missing (the chunk length does n
 it), so readers accept a short tail.
 
 :class:`Tlv` and :class:`KnownTlv` are the shared shape of both: a ``code``, a
-``value()`` and ``__bytes__``, and a ``parse_value()`` for the codes we implement;
+``value()`` and ``__bytes__``, and for the codes we implement a ``parse_value()`` (by
+default through the class's :class:`~._layout.Layout`);
 :func:`parse_tlvs` turns an area of them into objects through a code -> class table.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import ClassVar, Self, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Self, TypeVar
 
 from ._errors import ParseError
+from ._layout import LaidOut
 
 _TL = struct.Struct("!HH")
+_Item = TypeVar("_Item")
 #: Zero bytes to pad anything to a multiple of four, indexed by ``-len % 4``.
 PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 
@@ -62,18 +66,6 @@ def iter_tlvs(buf: bytes | memoryview, what: str) -> Iterator[tuple[int, memoryv
         offset += pad4(length)
 
 
-def need(value: bytes | memoryview, size: int, what: str) -> None:
-    """Raise :class:`ParseError` unless ``value`` is exactly ``size`` bytes long."""
-    if len(value) != size:
-        raise ParseError(f"{what}: expected {size} bytes, got {len(value)}")
-
-
-def need_at_least(value: bytes | memoryview, size: int, what: str) -> None:
-    """Raise :class:`ParseError` if ``value`` is shorter than ``size`` bytes."""
-    if len(value) < size:
-        raise ParseError(f"{what}: expected at least {size} bytes, got {len(value)}")
-
-
 class Tlv:
     """Base class of every parameter and error cause (known or not)."""
 
@@ -92,26 +84,44 @@ class Tlv:
         return tlv(self.code, self.value())
 
 
-class KnownTlv(Tlv):
+@dataclass(frozen=True, slots=True)
+class UnknownTlv(Tlv):
+    """A parameter or error cause whose code we do not implement, kept verbatim."""
+
+    # field(), not a bare annotation: the dataclass would take the base's ``code``
+    # property for this field's default.
+    code: int = field()
+    raw: bytes
+
+    def value(self) -> bytes:
+        """The value exactly as received."""
+        return self.raw
+
+
+class KnownTlv(LaidOut, Tlv):
     """A parameter or error cause this implementation understands."""
 
     __slots__ = ()
-    #: The type or cause code (RFC 9260 Sections 3.3.2.1 and 3.3.10, RFC 5061, RFC 6525).
-    CODE: ClassVar[int]
-
-    @property
-    def code(self) -> int:
-        """The 16-bit parameter type or cause code."""
-        return self.CODE
 
     @classmethod
     def parse_value(cls, value: memoryview) -> Self:
-        """Build the object from its value bytes.
+        """Build the object from its value bytes, by its :attr:`LAYOUT`.
 
         Raises:
             ParseError: the value does not have the layout of this type.
         """
-        raise NotImplementedError
+        return cls(*cls.LAYOUT.unpack(value, cls.__name__))
+
+
+def only(items: Sequence[_Item], what: str) -> _Item:
+    """The one item of ``items``: a chunk or TLV area that must hold exactly one.
+
+    Raises:
+        ParseError: there are none, or more than one.
+    """
+    if len(items) != 1:
+        raise ParseError(f"expected one {what}, found {len(items)}")
+    return items[0]
 
 
 _Known = TypeVar("_Known", bound=KnownTlv)
