@@ -18,7 +18,7 @@ import errno
 import socket
 from collections import deque
 from dataclasses import replace
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, TypeVar, final
 
 import trio
 
@@ -52,7 +52,9 @@ from .._base import (
     RemoteError,
     ShutdownReceived,
     StreamReset,
+    Timers,
     TransportState,
+    clamped_rtos,
 )
 from ._socket import (
     _CORE_DEFAULTS,
@@ -71,6 +73,8 @@ from ._socket import (
 if TYPE_CHECKING:
     from ._listener import UDPListener
 
+_T = TypeVar("_T")
+
 
 # -- the transport --------------------------------------------------------------------
 
@@ -83,7 +87,11 @@ def _make_config(
     outbound_streams: int,
     max_inbound_streams: int,
     max_message_size: int,
+    timers: Timers | None = None,
 ) -> SCTPConfig:
+    """The core's configuration: ``base`` (or our defaults, tuned for loopback peers
+    when ``loopback``) with the stream counts, message size and ``timers`` laid over
+    it."""
     if max_message_size < MIN_MAX_MESSAGE_SIZE:
         raise ValueError(
             f"max_message_size must be at least {MIN_MAX_MESSAGE_SIZE} (RFC 3436 section 3.2)"
@@ -96,6 +104,8 @@ def _make_config(
             rto_initial=LOOPBACK_RTO_INITIAL if loopback else _CORE_DEFAULTS.rto_initial,
         )
     try:
+        if timers is not None:
+            base = _with_timers(base, timers)
         return replace(
             base,
             outbound_streams=outbound_streams,
@@ -106,6 +116,27 @@ def _make_config(
         )
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _with_timers(base: SCTPConfig, timers: Timers) -> SCTPConfig:
+    """``base`` with the knobs that ``timers`` sets; the RTO bounds it leaves alone move
+    only as far as ``rto_min <= rto_initial <= rto_max`` needs."""
+    low, initial, high = clamped_rtos(timers, base.rto_min, base.rto_initial, base.rto_max)
+    return replace(
+        base,
+        rto_min=low,
+        rto_initial=initial,
+        rto_max=high,
+        heartbeat_interval=_given(timers.heartbeat_interval, base.heartbeat_interval),
+        max_retransmissions=_given(timers.max_retransmissions, base.max_retransmissions),
+        max_init_retransmissions=_given(
+            timers.max_init_retransmissions, base.max_init_retransmissions
+        ),
+    )
+
+
+def _given(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
 
 
 @final
