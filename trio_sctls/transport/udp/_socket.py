@@ -75,6 +75,7 @@ import math
 import random
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, final
@@ -134,6 +135,27 @@ _EPHEMERAL = (49152, 65535)
 
 _PORTS = struct.Struct("!HH")
 
+# ICMP errors (Linux): with IP_RECVERR / IPV6_RECVERR a UDP socket queues each ICMP
+# error about a datagram it sent, whether or not it is connected, with the quoted
+# datagram (our SCTP packet) and its original destination; recvmsg(MSG_ERRQUEUE)
+# reads them. Python 3.11's socket module names none of these.
+_SOL_IP: Final = 0
+_SOL_IPV6: Final = 41
+_IP_RECVERR: Final = 11
+_IPV6_RECVERR: Final = 25
+_MSG_ERRQUEUE: Final = 0x2000
+#: struct sock_extended_err: errno, origin, ICMP type, ICMP code, pad, info, data.
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+_ORIGIN_ICMP: Final = 2
+_ORIGIN_ICMP6: Final = 3
+#: (origin, type, code) of a port unreachable: ICMP destination unreachable / port
+#: unreachable (3, 3) and ICMPv6 destination unreachable / port unreachable (1, 4).
+_PORT_UNREACHABLE: Final = frozenset({(_ORIGIN_ICMP, 3, 3), (_ORIGIN_ICMP6, 1, 4)})
+#: Room for the extended error and the offender's address (a sockaddr_in6).
+_ERROR_ANCILLARY: Final = socket.CMSG_SPACE(_EXTENDED_ERR.size + 28)
+#: Bytes of the quoted datagram read: the common header and an INIT's Initiate Tag.
+_QUOTED_SIZE: Final = 64
+
 SocketAddress = tuple[str, int] | tuple[str, int, int, int]
 
 
@@ -191,6 +213,32 @@ def _dual_stack() -> bool:
     return True
 
 
+def _enable_icmp_errors(sock: socket.socket, family: int) -> bool:
+    """Queue ICMP errors on ``sock`` (IPv4 ones too on a dual-stack IPv6 socket);
+    ``False`` where the system cannot (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(_SOL_IP, _IP_RECVERR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(_SOL_IPV6, _IPV6_RECVERR, 1)
+    except OSError:  # pragma: no cover - every Linux has them
+        return False
+    return True
+
+
+def port_unreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether the control messages of an error-queue ``recvmsg`` report an ICMP or
+    ICMPv6 port unreachable."""
+    for level, kind, data in ancillary:
+        if (level, kind) in ((_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)) and len(
+            data
+        ) >= _EXTENDED_ERR.size:
+            _errno, origin, icmp_type, code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(data)
+            return (origin, icmp_type, code) in _PORT_UNREACHABLE
+    return False
+
+
 def _first(hosts: str | Sequence[str] | None) -> str | None:
     """One address from a host or list of hosts: SCTP over one UDP socket has one path."""
     if hosts is None or isinstance(hosts, str):
@@ -236,6 +284,12 @@ class _UDPSocket:
         #: Datagrams sent and received on this socket (statistics).
         self.datagrams_sent = 0
         self.datagrams_received = 0
+        #: Whether ICMP errors are queued for us to read (IP_RECVERR).
+        self.icmp_errors = _enable_icmp_errors(sock, sock.family)
+        #: ICMP port unreachables that ended an association, and ICMP errors ignored
+        #: (another kind, or not tied to an association by its tags: maybe forged).
+        self.icmp_aborts = 0
+        self.icmp_ignored = 0
 
     @classmethod
     def bind(
@@ -249,7 +303,16 @@ class _UDPSocket:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF)
             _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"UDP port {port} at {host} is already in use (another process or "
+                    "socket has it): pass another udp_port, or udp_port=0 for a free one",
+                ) from None
             if connect_to is not None:
                 # A client's own socket talks to one peer: connecting it filters what
                 # arrives and reports an ICMP port unreachable as ECONNREFUSED, so a
@@ -321,7 +384,13 @@ class _UDPSocket:
     async def _reader(self) -> None:
         sock = self.sock
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                if not self._closed:
+                    raise
+                # vanish(): nothing more to read, and the owners leave in their time.
+                await trio.sleep_forever()
             now = trio.current_time()
             self._pumping = True
             try:
@@ -370,16 +439,26 @@ class _UDPSocket:
         sock = self.sock
         endpoints = self.endpoints
         busy = self._busy
-        for _ in range(MAX_BURST):
+        for count in range(MAX_BURST):
             try:
                 data, address = sock.recvfrom(RECEIVE_SIZE)
             except BlockingIOError:
+                if count == 0 and self.icmp_errors:
+                    # Woken with nothing to read: the error queue (epoll says EPOLLERR
+                    # while it holds anything, even after a sendto took the error).
+                    self._read_errors()
                 return
             except ConnectionRefusedError:
-                self._refused()
+                # The socket's pending error, from an ICMP port unreachable.
+                if self.icmp_errors:
+                    self._read_errors()
+                else:
+                    self._refused()
                 continue
             except OSError as exc:
                 log.debug("udp transport: recvfrom failed: %r", exc)
+                if self.icmp_errors:
+                    self._read_errors()
                 return
             self.datagrams_received += 1
             if len(data) < 12:
@@ -414,8 +493,43 @@ class _UDPSocket:
         if answer is not None:
             self._send(bytes(answer), address)
 
+    def _read_errors(self) -> None:
+        """Read the ICMP errors queued on the socket (at most a burst of them)."""
+        for _ in range(MAX_BURST):
+            try:
+                quoted, ancillary, _flags, address = self.sock.recvmsg(
+                    _QUOTED_SIZE, _ERROR_ANCILLARY, _MSG_ERRQUEUE
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("udp transport: reading the error queue failed: %r", exc)
+                return
+            self._icmp_error(quoted, ancillary, address)
+
+    def _icmp_error(
+        self, quoted: bytes, ancillary: list[tuple[int, int, bytes]], address: SocketAddress
+    ) -> None:
+        """RFC 6951, Section 5.5: a port unreachable for a packet we sent to
+        ``address`` ends the association it can be tied to, by the quoted packet's
+        ports and verification tag (``Endpoint.peer_unreachable``), as the peer's
+        ABORT would. Anything else is counted and ignored."""
+        endpoint = None
+        if port_unreachable(ancillary) and len(quoted) >= 4 and address:
+            endpoint = self.endpoints.get(_PORTS.unpack_from(quoted)[0])
+        assoc = endpoint.peer_unreachable(quoted, address) if endpoint is not None else None
+        if endpoint is None or assoc is None:
+            self.icmp_ignored += 1
+            return
+        self.icmp_aborts += 1
+        self._busy[endpoint] = None
+        transport = self.transports.get(assoc)
+        if transport is not None:
+            transport._port_unreachable()
+
     def _refused(self) -> None:
-        """ICMP port unreachable on a connected client socket: nobody listens there."""
+        """ICMP port unreachable on a connected client socket where the error queue is
+        not available: nobody listens there (only believed while connecting)."""
         for transport in list(self.transports.values()):
             transport._connect_refused()
 
@@ -479,6 +593,13 @@ class _UDPSocket:
                 return
             self.dropped_sends += 1
             log.debug("udp transport: sendto %r failed: %r", address, exc)
+
+    def vanish(self) -> None:
+        """Close the socket now and send nothing more, as a killed process would
+        (no ABORT, no SHUTDOWN): how tests make a peer die. Its peers learn it from the
+        ICMP port unreachable that their next packet meets; its users find it closed
+        when they leave."""
+        self.close()
 
     def close(self) -> None:
         """Close the socket (its last user is gone)."""
