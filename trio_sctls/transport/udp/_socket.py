@@ -51,6 +51,20 @@ own ``try``, so a bug triggered by one peer costs that datagram, not the other
 associations on the socket. Socket errors are logged and the pump goes on; SCTP
 retransmits what a full send buffer dropped.
 
+Dead peers. A userspace peer that dies leaves no kernel behind to send ABORT, only a
+closed UDP port. The next packet we send there (a heartbeat, HB.interval after the last
+traffic at the latest) comes back as an ICMP port unreachable, which RFC 6951, Section
+5.5 says to treat as the peer's ABORT. Every socket asks for ICMP errors
+(``IP_RECVERR``, ``IPV6_RECVERR``), connected or not; they wake the reader (epoll
+reports ``EPOLLERR``), which reads them from the error queue (``MSG_ERRQUEUE``) with
+the datagram they quote and its original destination. ICMP is trivially forged, so it
+counts only when it can be tied to one association (RFC 9260, Appendix C): the quoted
+packet's destination address and SCTP ports name it, and its verification tag must be
+the peer's (or, for an unanswered INIT, its Initiate Tag ours), which nobody off the
+path knows. Everything else is counted (``icmp_ignored``) and dropped. A peer that
+drops everything instead is found by heartbeats and retransmissions going unanswered
+(``silent_peer_timeout`` in ``_transport`` gives the bound).
+
 Hazards. Datagram bursts larger than the socket's receive buffer are dropped by the
 kernel before we see them, so the buffers are enlarged (``SOCKET_BUFFER``; the forced
 variant needs privileges, the plain one is capped by ``net.core.rmem_max``).
@@ -75,7 +89,6 @@ import math
 import random
 import socket
 import struct
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, final
@@ -95,6 +108,14 @@ from ...sctp import (
     SCTPConfig,
     abort_init,
     ootb_response,
+)
+from ._icmp import (
+    ERROR_ANCILLARY,
+    ICMP_ERRNOS,
+    MSG_ERRQUEUE,
+    QUOTED_SIZE,
+    enable_icmp_errors,
+    port_unreachable,
 )
 
 if TYPE_CHECKING:
@@ -135,26 +156,6 @@ _EPHEMERAL = (49152, 65535)
 
 _PORTS = struct.Struct("!HH")
 
-# ICMP errors (Linux): with IP_RECVERR / IPV6_RECVERR a UDP socket queues each ICMP
-# error about a datagram it sent, whether or not it is connected, with the quoted
-# datagram (our SCTP packet) and its original destination; recvmsg(MSG_ERRQUEUE)
-# reads them. Python 3.11's socket module names none of these.
-_SOL_IP: Final = 0
-_SOL_IPV6: Final = 41
-_IP_RECVERR: Final = 11
-_IPV6_RECVERR: Final = 25
-_MSG_ERRQUEUE: Final = 0x2000
-#: struct sock_extended_err: errno, origin, ICMP type, ICMP code, pad, info, data.
-_EXTENDED_ERR = struct.Struct("=IBBBBII")
-_ORIGIN_ICMP: Final = 2
-_ORIGIN_ICMP6: Final = 3
-#: (origin, type, code) of a port unreachable: ICMP destination unreachable / port
-#: unreachable (3, 3) and ICMPv6 destination unreachable / port unreachable (1, 4).
-_PORT_UNREACHABLE: Final = frozenset({(_ORIGIN_ICMP, 3, 3), (_ORIGIN_ICMP6, 1, 4)})
-#: Room for the extended error and the offender's address (a sockaddr_in6).
-_ERROR_ANCILLARY: Final = socket.CMSG_SPACE(_EXTENDED_ERR.size + 28)
-#: Bytes of the quoted datagram read: the common header and an INIT's Initiate Tag.
-_QUOTED_SIZE: Final = 64
 
 SocketAddress = tuple[str, int] | tuple[str, int, int, int]
 
@@ -213,32 +214,6 @@ def _dual_stack() -> bool:
     return True
 
 
-def _enable_icmp_errors(sock: socket.socket, family: int) -> bool:
-    """Queue ICMP errors on ``sock`` (IPv4 ones too on a dual-stack IPv6 socket);
-    ``False`` where the system cannot (not Linux)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        sock.setsockopt(_SOL_IP, _IP_RECVERR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(_SOL_IPV6, _IPV6_RECVERR, 1)
-    except OSError:  # pragma: no cover - every Linux has them
-        return False
-    return True
-
-
-def port_unreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
-    """Whether the control messages of an error-queue ``recvmsg`` report an ICMP or
-    ICMPv6 port unreachable."""
-    for level, kind, data in ancillary:
-        if (level, kind) in ((_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)) and len(
-            data
-        ) >= _EXTENDED_ERR.size:
-            _errno, origin, icmp_type, code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(data)
-            return (origin, icmp_type, code) in _PORT_UNREACHABLE
-    return False
-
-
 def _first(hosts: str | Sequence[str] | None) -> str | None:
     """One address from a host or list of hosts: SCTP over one UDP socket has one path."""
     if hosts is None or isinstance(hosts, str):
@@ -285,7 +260,7 @@ class _UDPSocket:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         #: Whether ICMP errors are queued for us to read (IP_RECVERR).
-        self.icmp_errors = _enable_icmp_errors(sock, sock.family)
+        self.icmp_errors = enable_icmp_errors(sock, sock.family)
         #: ICMP port unreachables that ended an association, and ICMP errors ignored
         #: (another kind, or not tied to an association by its tags: maybe forged).
         self.icmp_aborts = 0
@@ -456,7 +431,11 @@ class _UDPSocket:
                     self._refused()
                 continue
             except OSError as exc:
-                log.debug("udp transport: recvfrom failed: %r", exc)
+                # Other ICMP errors (host or network unreachable...) arrive this way:
+                # the path may recover, and SCTP's timers judge it. Anything else is
+                # unexpected, but the next datagram may be fine.
+                level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
+                log.log(level, "udp transport: recvfrom on %r failed: %r", self.address, exc)
                 if self.icmp_errors:
                     self._read_errors()
                 return
@@ -498,7 +477,7 @@ class _UDPSocket:
         for _ in range(MAX_BURST):
             try:
                 quoted, ancillary, _flags, address = self.sock.recvmsg(
-                    _QUOTED_SIZE, _ERROR_ANCILLARY, _MSG_ERRQUEUE
+                    QUOTED_SIZE, ERROR_ANCILLARY, MSG_ERRQUEUE
                 )
             except (BlockingIOError, InterruptedError):
                 return
@@ -592,13 +571,19 @@ class _UDPSocket:
             if self._closed:
                 return
             self.dropped_sends += 1
-            log.debug("udp transport: sendto %r failed: %r", address, exc)
+            # The socket's pending ICMP error may surface here instead of in recvfrom
+            # (its details stay in the error queue); SCTP retransmits either way.
+            level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
+            log.log(level, "udp transport: sendto %r failed: %r", address, exc)
 
     def vanish(self) -> None:
         """Close the socket now and send nothing more, as a killed process would
         (no ABORT, no SHUTDOWN): how tests make a peer die. Its peers learn it from the
         ICMP port unreachable that their next packet meets; its users find it closed
         when they leave."""
+        registry = _registry()
+        if self.key is not None and registry.get(self.key) is self:
+            del registry[self.key]  # a new user of this port gets a new socket
         self.close()
 
     def close(self) -> None:
