@@ -31,13 +31,15 @@ from trio_sctls.transport import (
     RemoteError,
     SendFailed,
     StreamReset,
+    Timers,
 )
-from trio_sctls.transport._linux import _parse_event
+from trio_sctls.transport._linux import _PADDRPARAMS, _Libc, _parse_event
 from trio_sctls.transport.kernel import (
     KernelListener,
     KernelTransport,
     connect_kernel,
     listen_kernel,
+    read_timers,
 )
 
 #: Seconds a kernel test may take inside the VM before it counts as hung.
@@ -435,12 +437,58 @@ async def test_ipv6_and_ipv4_clients_reach_a_wildcard_listener() -> None:
 
 
 @pytest.mark.kernel
-async def test_connecting_to_a_closed_port_is_refused() -> None:
+async def test_connecting_to_a_closed_port_is_refused_naming_the_port() -> None:
     listener = await listen_kernel(0, hosts="127.0.0.1")
     port = listener.port
     await listener.aclose()
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError) as info:
         await connect_kernel("127.0.0.1", port)
+    assert f"nothing listens on SCTP port {port} at 127.0.0.1" in str(info.value)
+
+
+@pytest.mark.kernel
+def test_the_systems_defaults_are_what_docs_transports_md_says() -> None:
+    # The kernel column of the knob table in docs/transports.md.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132)
+    with sock:
+        assert read_timers(sock.fileno()) == Timers(
+            heartbeat_interval=30.0,
+            rto_initial=3.0,
+            rto_min=1.0,
+            rto_max=60.0,
+            max_retransmissions=10,
+            max_init_retransmissions=8,
+        )
+
+
+@pytest.mark.kernel
+async def test_the_liveness_knobs_reach_both_associations() -> None:
+    timers = Timers(
+        heartbeat_interval=1.5,
+        rto_initial=0.4,
+        rto_min=0.3,
+        rto_max=2.0,
+        max_retransmissions=4,
+        max_init_retransmissions=3,
+    )
+    async with kernel_pair(client={"timers": timers}, server={"timers": timers}) as (
+        client,
+        server,
+        _,
+    ):
+        # Read back from the established associations: the server's was made by the
+        # listening socket, so it inherited them.
+        for end in (client, server):
+            assert read_timers(end.fileno()) == timers
+            raw = _Libc.getsockopt(end.fileno(), 132, 9, bytes(156), 156)
+            assert _PADDRPARAMS.unpack(raw)[3] == 4  # spp_pathmaxrxt
+
+
+@pytest.mark.kernel
+async def test_only_rto_max_given_pulls_the_other_bounds_under_it() -> None:
+    async with kernel_pair(client={"timers": Timers(rto_max=0.5)}) as (client, _server, _):
+        timers = read_timers(client.fileno())
+        assert (timers.rto_min, timers.rto_initial, timers.rto_max) == (0.5, 0.5, 0.5)
 
 
 @pytest.mark.kernel

@@ -178,8 +178,10 @@ async def test_the_peers_abort_ends_receive_after_what_came_before_and_fails_sen
 async def test_a_lost_association_raises_association_lost_error_on_receive_and_send(
     connect: Connect, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # Kernel SCTP: tests/test_dead_peers.py cuts the VM's loopback with netem instead,
-    # in real time, with the retransmission knobs turned down.
+    # Kernel SCTP runs this row in tests/test_dead_peers.py
+    # (test_kernel_a_silently_vanished_peer_is_lost_on_both_ends_within_30_s): its
+    # timers run in real time, not on this clock, so the VM's loopback is cut with
+    # netem there and the liveness knobs are turned down.
     # RFC 9260's retransmission limits take minutes (of the autojump clock).
     async with connect(deadline=3600) as pair:
         assert pair.cut is not None

@@ -238,7 +238,8 @@ async def test_close_waits_for_queued_data_to_be_delivered() -> None:
 
 async def test_connecting_to_an_sctp_port_nobody_listens_on_is_refused() -> None:
     async with open_udp_listener(0, host="127.0.0.1", udp_port=0) as listener:
-        with pytest.raises(ConnectionRefusedError, match=r"refused|ABORT|abort"):
+        expected = f"nothing listens on SCTP port {listener.port + 1} at 127.0.0.1"
+        with pytest.raises(ConnectionRefusedError, match=expected):
             async with open_udp_transport(
                 "127.0.0.1", listener.port + 1, remote_udp_port=listener.udp_port
             ):
@@ -246,8 +247,10 @@ async def test_connecting_to_an_sctp_port_nobody_listens_on_is_refused() -> None
 
 
 async def test_connecting_to_a_udp_port_nobody_listens_on_is_refused() -> None:
-    with trio.fail_after(5), pytest.raises(ConnectionRefusedError):
-        async with open_udp_transport("127.0.0.1", 5000, remote_udp_port=free_udp_port()):
+    port = free_udp_port()
+    expected = rf"nothing listens on UDP port {port} at 127\.0\.0\.1 \(ICMP port unreachable\)"
+    with trio.fail_after(5), pytest.raises(ConnectionRefusedError, match=expected):
+        async with open_udp_transport("127.0.0.1", 5000, remote_udp_port=port):
             pytest.fail("connected to nobody")  # pragma: no cover
 
 
@@ -345,10 +348,13 @@ async def test_one_sctp_port_twice_on_one_udp_port_is_in_use() -> None:
 async def test_a_udp_port_taken_by_another_socket_is_in_use() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
         other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
         with pytest.raises(OSError, match="in use") as info:
-            async with open_udp_listener(0, host="127.0.0.1", udp_port=other.getsockname()[1]):
+            async with open_udp_listener(0, host="127.0.0.1", udp_port=port):
                 pytest.fail("bound twice")  # pragma: no cover
         assert info.value.errno == errno.EADDRINUSE
+        assert f"UDP port {port} at 127.0.0.1" in str(info.value)
+        assert "pass another udp_port, or udp_port=0" in str(info.value)
 
 
 async def test_servers_default_to_udp_port_9899() -> None:

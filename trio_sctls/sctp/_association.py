@@ -63,6 +63,11 @@ _REPORT_OVERHEAD = 12 + 4 + 4
 #: RFC 6525, Section 3.1: the parameters of one RE-CONFIG chunk we act upon.
 MAX_RECONFIG_PARAMS = 2
 _HB_INFO = struct.Struct("!d8s")
+#: What an ICMP message must quote of our packet to be tied to us: the common header
+#: (ports, verification tag, checksum) and, for an INIT, its chunk header and Initiate
+#: Tag (RFC 9260, Appendix C, ICMP5).
+_QUOTED_HEADER = struct.Struct("!HHI")
+_QUOTED_INIT = struct.Struct("!B3xI")
 
 
 def _bundle(
@@ -409,6 +414,38 @@ class Association(HandshakeMixin):
         reasons = "; ".join(c.describe() for c in chunk.causes) or "aborted by the peer"
         self._close(AssociationAborted(reasons, True, chunk.causes))
         return False
+
+    def peer_unreachable(self, quoted: bytes | bytearray | memoryview) -> bool:
+        """An ICMP (or ICMPv6) Port Unreachable came back for a packet we sent;
+        ``quoted`` is the start of that packet, as the ICMP message quoted it.
+
+        RFC 6951, Section 5.5 treats it as the peer's ABORT (its UDP port is closed:
+        its process is gone), but only once it is tied to this association as RFC
+        9260, Appendix C asks, since ICMP is easy to forge: the quoted ports must be
+        ours and its verification tag the peer's, or, for an INIT (tag 0) while we wait
+        for the INIT ACK, its Initiate Tag ours. Off the path, nobody knows the tags.
+
+        Returns:
+            ``True`` if the association ended (:class:`AssociationAborted` with
+            ``by_peer=True`` follows); ``False`` if the message was not ours to believe.
+        """
+        if len(quoted) < _QUOTED_HEADER.size or self._state is State.CLOSED:
+            return False
+        source, destination, tag = _QUOTED_HEADER.unpack_from(quoted)
+        if (source, destination) != (self.local_port, self.remote_port):
+            return False
+        if tag == 0:
+            if self._state is not State.COOKIE_WAIT or len(quoted) < 12 + _QUOTED_INIT.size:
+                return False
+            chunk_type, initiate_tag = _QUOTED_INIT.unpack_from(quoted, 12)
+            if chunk_type != InitChunk.TYPE or initiate_tag != self._local_tag:
+                return False
+        elif tag != self._peer_tag:
+            return False
+        self._changed()
+        self._set_state(State.CLOSED)
+        self._events.append(AssociationAborted("the peer's port is unreachable (ICMP)", True))
+        return True
 
     def _on_error(self, packet: Packet, chunk: Chunk, now: float) -> bool:
         assert isinstance(chunk, ErrorChunk)

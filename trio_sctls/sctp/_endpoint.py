@@ -179,6 +179,26 @@ class Endpoint:
             return
         self._unmatched(packet, addr, now)
 
+    def peer_unreachable(
+        self, quoted: bytes | bytearray | memoryview, addr: Address
+    ) -> Association | None:
+        """An ICMP Port Unreachable for a packet we sent to ``addr``, quoting its start
+        (``quoted``): handed to the association it names, which believes it only if the
+        tags match (:meth:`Association.peer_unreachable`).
+
+        Returns:
+            The association that ended, or ``None`` if the message was ignored.
+        """
+        if len(quoted) < 4:
+            return None
+        source = int.from_bytes(quoted[0:2], "big")
+        destination = int.from_bytes(quoted[2:4], "big")
+        assoc = self._by_addr.get((addr, destination))
+        if source != self.local_port or assoc is None or not assoc.peer_unreachable(quoted):
+            return None
+        self._ready[assoc] = None
+        return assoc
+
     def _rebound(self, packet: Packet, addr: Address) -> Association | None:
         """RFC 6951, Section 5.4: the same peer host, a new UDP port."""
         tag = packet.verification_tag

@@ -616,6 +616,59 @@ def stream_arguments(options: TransportOptions) -> StreamArguments:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """The liveness knobs of :class:`~trio_sctls.TransportOptions` (heartbeats,
+    retransmission timeouts and limits), as the connect and listen functions of each
+    transport take them. ``None`` keeps the transport's own default; the fields mean
+    what they mean there (validated there too).
+
+    Attributes:
+        heartbeat_interval: HB.interval, seconds.
+        rto_initial: RTO.Initial, seconds.
+        rto_min: RTO.Min, seconds.
+        rto_max: RTO.Max, seconds.
+        max_retransmissions: Association.Max.Retrans.
+        max_init_retransmissions: Max.Init.Retransmits.
+    """
+
+    heartbeat_interval: float | None = None
+    rto_initial: float | None = None
+    rto_min: float | None = None
+    rto_max: float | None = None
+    max_retransmissions: int | None = None
+    max_init_retransmissions: int | None = None
+
+
+def timers_of(options: TransportOptions) -> Timers:
+    """The :class:`Timers` of ``options``."""
+    return Timers(
+        heartbeat_interval=options.heartbeat_interval,
+        rto_initial=options.rto_initial,
+        rto_min=options.rto_min,
+        rto_max=options.rto_max,
+        max_retransmissions=options.max_retransmissions,
+        max_init_retransmissions=options.max_init_retransmissions,
+    )
+
+
+def clamped_rtos(
+    timers: Timers, default_min: float, default_initial: float, default_max: float
+) -> tuple[float, float, float]:
+    """``(rto_min, rto_initial, rto_max)``: the values given in ``timers``, and the
+    defaults moved where needed so that ``min <= initial <= max`` holds (giving only
+    ``rto_max=2`` must not leave a larger default RTO.Initial above it)."""
+    low, high = timers.rto_min, timers.rto_max
+    initial = timers.rto_initial
+    if low is None:
+        low = min([default_min] + [v for v in (initial, high) if v is not None])
+    if high is None:
+        high = max([default_max] + [v for v in (initial, low) if v is not None])
+    if initial is None:
+        initial = min(max(default_initial, low), high)
+    return low, initial, high
+
+
 _Transport = TypeVar("_Transport", bound=MessageTransport)
 _Listener = TypeVar("_Listener", bound=MessageListener)
 

@@ -38,6 +38,8 @@ from ._base import (
     PeerAddressState,
     RemoteError,
     SendFailed,
+    Timers,
+    clamped_rtos,
 )
 
 # --- Constants of the Linux SCTP socket API (include/uapi/linux/sctp.h) ----------------
@@ -46,8 +48,11 @@ from ._base import (
 IPPROTO_SCTP: Final = 132
 
 # Socket options (level IPPROTO_SCTP).
+_SCTP_RTOINFO: Final = 0
+_SCTP_ASSOCINFO: Final = 1
 _SCTP_INITMSG: Final = 2
 _SCTP_NODELAY: Final = 3
+_SCTP_PEER_ADDR_PARAMS: Final = 9
 _SCTP_STATUS: Final = 14
 _SCTP_RECVRCVINFO: Final = 32
 _SCTP_SOCKOPT_BINDX_ADD: Final = 100
@@ -93,6 +98,15 @@ _RCVINFO: Final = struct.Struct("@HHHIIIIi")
 _RCVINFO_HEAD: Final = struct.Struct("@HHHI")  # rcv_sid, rcv_ssn, rcv_flags, rcv_ppid
 _EVENT: Final = struct.Struct("@iHBx")
 _ASSOC_VALUE: Final = struct.Struct("=iI")  # struct sctp_assoc_value
+# struct sctp_rtoinfo: assoc id, then initial, MAX, min (milliseconds), in that order.
+_RTOINFO: Final = struct.Struct("=iIII")
+# struct sctp_assocparams: assoc id, asocmaxrxt, peer destinations, peer rwnd, local
+# rwnd, cookie life.
+_ASSOCPARAMS: Final = struct.Struct("=iHHIII")
+# struct sctp_paddrparams, packed (aligned to 4: 156 bytes): assoc id, sockaddr_storage,
+# hbinterval (ms), pathmaxrxt, pathmtu, sackdelay, flags, ipv6 flowlabel, dscp.
+_PADDRPARAMS: Final = struct.Struct("=i128sIHIIIIBx")
+_SPP_HB_ENABLE: Final = 1
 _RESET_STREAMS: Final = struct.Struct("=iHHH")  # struct sctp_reset_streams, one stream
 _STREAM_RESET_EVENT_LIST: Final = 12  # stream ids (host order) after type/flags/length/id
 _STATUS: Final = struct.Struct("=iiIHHHHI")
@@ -181,11 +195,28 @@ def _sctp_socket(family: int) -> socket.socket:
     return sock
 
 
-def _configure(sock: socket.socket, outbound_streams: int, max_inbound_streams: int) -> None:
+def _configure(
+    sock: socket.socket,
+    outbound_streams: int,
+    max_inbound_streams: int,
+    timers: Timers | None = None,
+) -> None:
     """Options set before connect or listen (accepted sockets inherit them)."""
+    timers = timers or Timers()
+    # Max.Init.Retransmits is sinit_max_attempts (Linux retransmits INIT that many
+    # times, as RFC 9260 counts); T1-init backs off up to sinit_max_init_timeo, which
+    # follows RTO.Max as the udp transport's T1 does. 0 keeps the system's value.
     sock.setsockopt(
-        IPPROTO_SCTP, _SCTP_INITMSG, _INITMSG.pack(outbound_streams, max_inbound_streams, 0, 0)
+        IPPROTO_SCTP,
+        _SCTP_INITMSG,
+        _INITMSG.pack(
+            outbound_streams,
+            max_inbound_streams,
+            timers.max_init_retransmissions or 0,
+            _ms(timers.rto_max) if timers.rto_max is not None else 0,
+        ),
     )
+    _apply_timers(sock, timers)
     _configure_io(sock)
     for kind in (_SCTP_ASSOC_CHANGE, _SCTP_PEER_ADDR_CHANGE, _SCTP_REMOTE_ERROR):
         _subscribe(sock, kind)
@@ -209,6 +240,70 @@ def _configure(sock: socket.socket, outbound_streams: int, max_inbound_streams: 
     except OSError as exc:  # kernels before 4.11
         if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
             raise
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _apply_timers(sock: socket.socket, timers: Timers) -> None:
+    """The liveness knobs as socket defaults (``SCTP_FUTURE_ASSOC``): the association
+    made by connect, or by the listener for each peer, copies them."""
+    if (timers.rto_min, timers.rto_initial, timers.rto_max) != (None, None, None):
+        _id, initial, high, low = _RTOINFO.unpack(
+            _Libc.getsockopt(sock.fileno(), IPPROTO_SCTP, _SCTP_RTOINFO, bytes(16), 16)
+        )
+        rtos = clamped_rtos(timers, low / 1000, initial / 1000, high / 1000)
+        low, initial, high = (_ms(value) for value in rtos)
+        sock.setsockopt(IPPROTO_SCTP, _SCTP_RTOINFO, _RTOINFO.pack(0, initial, high, low))
+    if timers.max_retransmissions is not None:
+        # Zeros leave the other fields alone.
+        sock.setsockopt(
+            IPPROTO_SCTP,
+            _SCTP_ASSOCINFO,
+            _ASSOCPARAMS.pack(0, timers.max_retransmissions, 0, 0, 0, 0),
+        )
+    if timers.heartbeat_interval is not None or timers.max_retransmissions is not None:
+        # One path (or several, each counted on its own): a path is given up after
+        # the same count as the association, so with one path they end together.
+        sock.setsockopt(
+            IPPROTO_SCTP,
+            _SCTP_PEER_ADDR_PARAMS,
+            _PADDRPARAMS.pack(
+                0,
+                b"",
+                _ms(timers.heartbeat_interval) if timers.heartbeat_interval is not None else 0,
+                timers.max_retransmissions or 0,
+                0,
+                0,
+                _SPP_HB_ENABLE,
+                0,
+                0,
+            ),
+        )
+
+
+def read_timers(fd: int) -> Timers:
+    """The liveness settings in force on the SCTP socket ``fd``: its association's once connected
+    (or accepted), else the socket's defaults for the next one. ``max_init_retransmissions``
+    is the socket's (Linux does not report an association's)."""
+    _id, initial, high, low = _RTOINFO.unpack(
+        _Libc.getsockopt(fd, IPPROTO_SCTP, _SCTP_RTOINFO, bytes(16), 16)
+    )
+    assocparams = _Libc.getsockopt(fd, IPPROTO_SCTP, _SCTP_ASSOCINFO, bytes(20), 20)
+    paddr = _Libc.getsockopt(
+        fd, IPPROTO_SCTP, _SCTP_PEER_ADDR_PARAMS, bytes(_PADDRPARAMS.size), _PADDRPARAMS.size
+    )
+    initmsg = _Libc.getsockopt(fd, IPPROTO_SCTP, _SCTP_INITMSG, bytes(8), 8)
+    hb_fields = _PADDRPARAMS.unpack(paddr)
+    return Timers(
+        heartbeat_interval=hb_fields[2] / 1000 if hb_fields[6] & _SPP_HB_ENABLE else None,
+        rto_initial=initial / 1000,
+        rto_min=low / 1000,
+        rto_max=high / 1000,
+        max_retransmissions=_ASSOCPARAMS.unpack(assocparams)[1],
+        max_init_retransmissions=_INITMSG.unpack(initmsg)[2],
+    )
 
 
 def _configure_io(sock: socket.socket) -> None:

@@ -6,6 +6,7 @@ listens; the socket API itself (constants, structs, options) is in
 """
 
 from .._linux import GRACEFUL_CLOSE_TIMEOUT as GRACEFUL_CLOSE_TIMEOUT
+from .._linux import read_timers as read_timers
 from ._listener import SOCKET_BUFFER_SIZE as SOCKET_BUFFER_SIZE
 from ._listener import KernelListener as KernelListener
 from ._listener import connect_kernel as connect_kernel
@@ -22,4 +23,5 @@ __all__ = [
     "listen_kernel",
     "open_client",
     "open_server",
+    "read_timers",
 ]

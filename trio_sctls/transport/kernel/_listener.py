@@ -37,9 +37,11 @@ from ..._errors import (
 from .._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageListener,
+    Timers,
     aborted_on_exit,
     closed_on_exit,
     stream_arguments,
+    timers_of,
 )
 from .._linux import (
     _IGNORED_ACCEPT_ERRORS,
@@ -83,8 +85,9 @@ def _enlarge_buffers(sock: socket.socket) -> None:
 # --- Connecting and listening ----------------------------------------------------------
 
 
-async def _connect_socket(sock: socket.socket, packed: bytes) -> None:
-    """sctp_connectx, waiting for the association to come up."""
+async def _connect_socket(sock: socket.socket, packed: bytes, where: str) -> None:
+    """sctp_connectx, waiting for the association to come up; ``where`` (the port and
+    host) goes in the error messages."""
     try:
         sock.setsockopt(IPPROTO_SCTP, _SCTP_SOCKOPT_CONNECTX, packed)
     except BlockingIOError:
@@ -94,8 +97,18 @@ async def _connect_socket(sock: socket.socket, packed: bytes) -> None:
     # A connecting one-to-one socket polls writable once ESTABLISHED, or reports an error.
     await trio.lowlevel.wait_writable(sock)
     code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code == errno.ECONNREFUSED:
+        # The peer answered INIT with ABORT: nothing listens on that port there.
+        raise ConnectionRefusedError(code, f"nothing listens on {where}")
+    if code == errno.ETIMEDOUT:
+        raise TimeoutError(
+            code,
+            f"no answer from {where} after Max.Init.Retransmits retransmissions of INIT "
+            "(TransportOptions max_init_retransmissions and rto_initial bound how long "
+            "connecting takes; or wrap it in trio.fail_after)",
+        )
     if code:
-        raise OSError(code, f"SCTP connect failed: {os.strerror(code)}")
+        raise OSError(code, f"SCTP connect to {where} failed: {os.strerror(code)}")
     try:
         sock.getpeername()
     except OSError as exc:
@@ -111,6 +124,7 @@ async def connect_kernel(
     local_addresses: Sequence[str] | None = None,
     local_port: int = 0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    timers: Timers | None = None,
 ) -> KernelTransport:
     """Establish an SCTP association with kernel SCTP and return it.
 
@@ -125,6 +139,9 @@ async def connect_kernel(
         local_addresses: addresses to bind (several: multihoming with ``sctp_bindx``).
         local_port: local port (0: the kernel picks one).
         max_message_size: largest inbound message accepted (at least 18,437 bytes).
+        timers: heartbeat and retransmission knobs (``SCTP_RTOINFO``,
+            ``SCTP_ASSOCINFO``, ``SCTP_PEER_ADDR_PARAMS``, ``SCTP_INITMSG``); what it
+            leaves ``None`` comes from the ``net.sctp`` sysctls.
 
     Returns:
         The established transport; its stream counts are the negotiated ones.
@@ -151,7 +168,7 @@ async def connect_kernel(
     for peers in attempts:
         try:
             sock = await _open_connected(
-                peers, port, local, local_port, outbound_streams, max_inbound_streams
+                peers, port, local, local_port, outbound_streams, max_inbound_streams, timers
             )
         except SCTPNotSupportedError:
             raise
@@ -175,6 +192,7 @@ async def _open_connected(
     local_port: int,
     outbound_streams: int,
     max_inbound_streams: int,
+    timers: Timers | None,
 ) -> socket.socket:
     families = {family for family, _address, _scope in peers + local}
     family = socket.AF_INET6 if socket.AF_INET6 in families else socket.AF_INET
@@ -182,7 +200,7 @@ async def _open_connected(
     try:
         if family == socket.AF_INET6 and socket.AF_INET in families:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        _configure(sock, outbound_streams, max_inbound_streams)
+        _configure(sock, outbound_streams, max_inbound_streams, timers)
         _enlarge_buffers(sock)
         if local:
             packed_local = b"".join(
@@ -194,6 +212,7 @@ async def _open_connected(
         await _connect_socket(
             sock,
             b"".join(_pack_sockaddr(fam, address, port, scope) for fam, address, scope in peers),
+            f"SCTP port {port} at {', '.join(address for _fam, address, _scope in peers)}",
         )
     except BaseException:
         with contextlib.suppress(OSError):  # abort a half-open association, if any
@@ -282,6 +301,7 @@ async def listen_kernel(
     max_inbound_streams: int = 10,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     backlog: int = 128,
+    timers: Timers | None = None,
 ) -> KernelListener:
     """Listen for SCTP associations with kernel SCTP.
 
@@ -293,6 +313,8 @@ async def listen_kernel(
         max_inbound_streams: most streams we accept from a peer.
         max_message_size: largest inbound message accepted (at least 18,437 bytes).
         backlog: the ``listen()`` backlog.
+        timers: heartbeat and retransmission knobs, as for :func:`connect_kernel`;
+            accepted associations inherit them.
 
     Raises:
         SCTPNotSupportedError: this kernel has no SCTP.
@@ -338,7 +360,7 @@ async def listen_kernel(
             sock.close()
             raise
     try:
-        _configure(sock, outbound_streams, max_inbound_streams)
+        _configure(sock, outbound_streams, max_inbound_streams, timers)
         _enlarge_buffers(sock)
         sock.listen(backlog)
     except BaseException:
@@ -359,6 +381,7 @@ async def open_client(
         hosts or "127.0.0.1",
         port,
         local_addresses=options.local_addresses,
+        timers=timers_of(options),
         **stream_arguments(options),
     )
     async with aborted_on_exit(await connecting) as transport:
@@ -372,6 +395,8 @@ async def open_server(
     """:func:`listen_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
     listener; it is closed on exit (accepted associations are sockets of their own and
     live on)."""
-    listening = listen_kernel(port, hosts=hosts, **stream_arguments(options))
+    listening = listen_kernel(
+        port, hosts=hosts, timers=timers_of(options), **stream_arguments(options)
+    )
     async with closed_on_exit(await listening) as listener:
         yield listener

@@ -21,6 +21,8 @@ from ...sctp import (
 from .._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageListener,
+    Timers,
+    timers_of,
 )
 from ._socket import (
     DEFAULT_BACKLOG,
@@ -133,6 +135,7 @@ async def open_udp_transport(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     local_addresses: Sequence[str] | None = None,
     config: SCTPConfig | None = None,
+    timers: Timers | None = None,
 ) -> AsyncIterator[UDPTransport]:
     """Establish an SCTP association over UDP with ``host``:``port`` and yield it.
 
@@ -152,6 +155,8 @@ async def open_udp_transport(
         local_addresses: the local address to bind (the first one).
         config: core options (MTU, RTO...); stream counts, message size and
             ``auto_consume`` are set from the other arguments.
+        timers: heartbeat and retransmission knobs laid over ``config`` (or over our
+            defaults); see ``docs/transports.md``.
 
     Raises:
         ConnectionRefusedError: the peer answered with an ABORT, or nothing listens on
@@ -175,6 +180,7 @@ async def open_udp_transport(
         outbound_streams=outbound_streams,
         max_inbound_streams=max_inbound_streams,
         max_message_size=max_message_size,
+        timers=timers,
     )
     async with _using_socket(
         family, bind_host, udp_port, connect_to=peer if udp_port == 0 else None
@@ -207,6 +213,7 @@ async def open_udp_listener(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     backlog: int = DEFAULT_BACKLOG,
     config: SCTPConfig | None = None,
+    timers: Timers | None = None,
 ) -> AsyncIterator[UDPListener]:
     """Listen for SCTP associations over UDP; yield the listener.
 
@@ -224,6 +231,7 @@ async def open_udp_listener(
         max_message_size: largest message accepted (and sent).
         backlog: established associations held for :meth:`UDPListener.accept`.
         config: core options, as for :func:`open_udp_transport`.
+        timers: heartbeat and retransmission knobs, as for :func:`open_udp_transport`.
 
     Raises:
         OSError: ``EADDRINUSE``: the UDP port is taken by another process, or the SCTP
@@ -248,6 +256,7 @@ async def open_udp_listener(
         outbound_streams=outbound_streams,
         max_inbound_streams=max_inbound_streams,
         max_message_size=max_message_size,
+        timers=timers,
     )
     async with _using_socket(family, bind_host, udp_port) as udp:
         endpoint = Endpoint(sctp_config, local_port=port or udp.free_sctp_port(0), accept=True)
@@ -278,6 +287,7 @@ async def open_client(
         max_inbound_streams=options.max_inbound_streams,
         max_message_size=options.max_message_size,
         local_addresses=options.local_addresses,
+        timers=timers_of(options),
     ) as transport:
         yield transport
 
@@ -296,6 +306,7 @@ async def open_server(
         outbound_streams=options.outbound_streams,
         max_inbound_streams=options.max_inbound_streams,
         max_message_size=options.max_message_size,
+        timers=timers_of(options),
     ) as listener:
         try:
             yield listener

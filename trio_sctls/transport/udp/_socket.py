@@ -51,6 +51,20 @@ own ``try``, so a bug triggered by one peer costs that datagram, not the other
 associations on the socket. Socket errors are logged and the pump goes on; SCTP
 retransmits what a full send buffer dropped.
 
+Dead peers. A userspace peer that dies leaves no kernel behind to send ABORT, only a
+closed UDP port. The next packet we send there (a heartbeat, HB.interval after the last
+traffic at the latest) comes back as an ICMP port unreachable, which RFC 6951, Section
+5.5 says to treat as the peer's ABORT. Every socket asks for ICMP errors
+(``IP_RECVERR``, ``IPV6_RECVERR``), connected or not; they wake the reader (epoll
+reports ``EPOLLERR``), which reads them from the error queue (``MSG_ERRQUEUE``) with
+the datagram they quote and its original destination. ICMP is trivially forged, so it
+counts only when it can be tied to one association (RFC 9260, Appendix C): the quoted
+packet's destination address and SCTP ports name it, and its verification tag must be
+the peer's (or, for an unanswered INIT, its Initiate Tag ours), which nobody off the
+path knows. Everything else is counted (``icmp_ignored``) and dropped. A peer that
+drops everything instead is found by heartbeats and retransmissions going unanswered
+(``silent_peer_timeout`` in ``_transport`` gives the bound).
+
 Hazards. Datagram bursts larger than the socket's receive buffer are dropped by the
 kernel before we see them, so the buffers are enlarged (``SOCKET_BUFFER``; the forced
 variant needs privileges, the plain one is capped by ``net.core.rmem_max``).
@@ -95,6 +109,14 @@ from ...sctp import (
     abort_init,
     ootb_response,
 )
+from ._icmp import (
+    ERROR_ANCILLARY,
+    ICMP_ERRNOS,
+    MSG_ERRQUEUE,
+    QUOTED_SIZE,
+    enable_icmp_errors,
+    port_unreachable,
+)
 
 if TYPE_CHECKING:
     from ._listener import UDPListener
@@ -133,6 +155,7 @@ DEFAULT_BACKLOG: Final = 128
 _EPHEMERAL = (49152, 65535)
 
 _PORTS = struct.Struct("!HH")
+
 
 SocketAddress = tuple[str, int] | tuple[str, int, int, int]
 
@@ -236,6 +259,12 @@ class _UDPSocket:
         #: Datagrams sent and received on this socket (statistics).
         self.datagrams_sent = 0
         self.datagrams_received = 0
+        #: Whether ICMP errors are queued for us to read (IP_RECVERR).
+        self.icmp_errors = enable_icmp_errors(sock, sock.family)
+        #: ICMP port unreachables that ended an association, and ICMP errors ignored
+        #: (another kind, or not tied to an association by its tags: maybe forged).
+        self.icmp_aborts = 0
+        self.icmp_ignored = 0
 
     @classmethod
     def bind(
@@ -249,7 +278,16 @@ class _UDPSocket:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             _set_buffer(sock, getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF)
             _set_buffer(sock, getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"UDP port {port} at {host} is already in use (another process or "
+                    "socket has it): pass another udp_port, or udp_port=0 for a free one",
+                ) from None
             if connect_to is not None:
                 # A client's own socket talks to one peer: connecting it filters what
                 # arrives and reports an ICMP port unreachable as ECONNREFUSED, so a
@@ -321,7 +359,13 @@ class _UDPSocket:
     async def _reader(self) -> None:
         sock = self.sock
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                if not self._closed:
+                    raise
+                # vanish(): nothing more to read, and the owners leave in their time.
+                await trio.sleep_forever()
             now = trio.current_time()
             self._pumping = True
             try:
@@ -370,16 +414,30 @@ class _UDPSocket:
         sock = self.sock
         endpoints = self.endpoints
         busy = self._busy
-        for _ in range(MAX_BURST):
+        for count in range(MAX_BURST):
             try:
                 data, address = sock.recvfrom(RECEIVE_SIZE)
             except BlockingIOError:
+                if count == 0 and self.icmp_errors:
+                    # Woken with nothing to read: the error queue (epoll says EPOLLERR
+                    # while it holds anything, even after a sendto took the error).
+                    self._read_errors()
                 return
             except ConnectionRefusedError:
-                self._refused()
+                # The socket's pending error, from an ICMP port unreachable.
+                if self.icmp_errors:
+                    self._read_errors()
+                else:
+                    self._refused()
                 continue
             except OSError as exc:
-                log.debug("udp transport: recvfrom failed: %r", exc)
+                # Other ICMP errors (host or network unreachable...) arrive this way:
+                # the path may recover, and SCTP's timers judge it. Anything else is
+                # unexpected, but the next datagram may be fine.
+                level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
+                log.log(level, "udp transport: recvfrom on %r failed: %r", self.address, exc)
+                if self.icmp_errors:
+                    self._read_errors()
                 return
             self.datagrams_received += 1
             if len(data) < 12:
@@ -414,8 +472,43 @@ class _UDPSocket:
         if answer is not None:
             self._send(bytes(answer), address)
 
+    def _read_errors(self) -> None:
+        """Read the ICMP errors queued on the socket (at most a burst of them)."""
+        for _ in range(MAX_BURST):
+            try:
+                quoted, ancillary, _flags, address = self.sock.recvmsg(
+                    QUOTED_SIZE, ERROR_ANCILLARY, MSG_ERRQUEUE
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("udp transport: reading the error queue failed: %r", exc)
+                return
+            self._icmp_error(quoted, ancillary, address)
+
+    def _icmp_error(
+        self, quoted: bytes, ancillary: list[tuple[int, int, bytes]], address: SocketAddress
+    ) -> None:
+        """RFC 6951, Section 5.5: a port unreachable for a packet we sent to
+        ``address`` ends the association it can be tied to, by the quoted packet's
+        ports and verification tag (``Endpoint.peer_unreachable``), as the peer's
+        ABORT would. Anything else is counted and ignored."""
+        endpoint = None
+        if port_unreachable(ancillary) and len(quoted) >= 4 and address:
+            endpoint = self.endpoints.get(_PORTS.unpack_from(quoted)[0])
+        assoc = endpoint.peer_unreachable(quoted, address) if endpoint is not None else None
+        if endpoint is None or assoc is None:
+            self.icmp_ignored += 1
+            return
+        self.icmp_aborts += 1
+        self._busy[endpoint] = None
+        transport = self.transports.get(assoc)
+        if transport is not None:
+            transport._port_unreachable()
+
     def _refused(self) -> None:
-        """ICMP port unreachable on a connected client socket: nobody listens there."""
+        """ICMP port unreachable on a connected client socket where the error queue is
+        not available: nobody listens there (only believed while connecting)."""
         for transport in list(self.transports.values()):
             transport._connect_refused()
 
@@ -478,7 +571,20 @@ class _UDPSocket:
             if self._closed:
                 return
             self.dropped_sends += 1
-            log.debug("udp transport: sendto %r failed: %r", address, exc)
+            # The socket's pending ICMP error may surface here instead of in recvfrom
+            # (its details stay in the error queue); SCTP retransmits either way.
+            level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
+            log.log(level, "udp transport: sendto %r failed: %r", address, exc)
+
+    def vanish(self) -> None:
+        """Close the socket now and send nothing more, as a killed process would
+        (no ABORT, no SHUTDOWN): how tests make a peer die. Its peers learn it from the
+        ICMP port unreachable that their next packet meets; its users find it closed
+        when they leave."""
+        registry = _registry()
+        if self.key is not None and registry.get(self.key) is self:
+            del registry[self.key]  # a new user of this port gets a new socket
+        self.close()
 
     def close(self) -> None:
         """Close the socket (its last user is gone)."""

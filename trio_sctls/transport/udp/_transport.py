@@ -15,10 +15,11 @@ than all at once to find the room taken: the scheduler is the largest cost on th
 from __future__ import annotations
 
 import errno
+import math
 import socket
 from collections import deque
 from dataclasses import replace
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, TypeVar, final
 
 import trio
 
@@ -52,7 +53,9 @@ from .._base import (
     RemoteError,
     ShutdownReceived,
     StreamReset,
+    Timers,
     TransportState,
+    clamped_rtos,
 )
 from ._socket import (
     _CORE_DEFAULTS,
@@ -71,6 +74,8 @@ from ._socket import (
 if TYPE_CHECKING:
     from ._listener import UDPListener
 
+_T = TypeVar("_T")
+
 
 # -- the transport --------------------------------------------------------------------
 
@@ -83,7 +88,11 @@ def _make_config(
     outbound_streams: int,
     max_inbound_streams: int,
     max_message_size: int,
+    timers: Timers | None = None,
 ) -> SCTPConfig:
+    """The core's configuration: ``base`` (or our defaults, tuned for loopback peers
+    when ``loopback``) with the stream counts, message size and ``timers`` laid over
+    it."""
     if max_message_size < MIN_MAX_MESSAGE_SIZE:
         raise ValueError(
             f"max_message_size must be at least {MIN_MAX_MESSAGE_SIZE} (RFC 3436 section 3.2)"
@@ -96,6 +105,8 @@ def _make_config(
             rto_initial=LOOPBACK_RTO_INITIAL if loopback else _CORE_DEFAULTS.rto_initial,
         )
     try:
+        if timers is not None:
+            base = _with_timers(base, timers)
         return replace(
             base,
             outbound_streams=outbound_streams,
@@ -106,6 +117,58 @@ def _make_config(
         )
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _with_timers(base: SCTPConfig, timers: Timers) -> SCTPConfig:
+    """``base`` with the knobs that ``timers`` sets; the RTO bounds it leaves alone move
+    only as far as ``rto_min <= rto_initial <= rto_max`` needs."""
+    low, initial, high = clamped_rtos(timers, base.rto_min, base.rto_initial, base.rto_max)
+    return replace(
+        base,
+        rto_min=low,
+        rto_initial=initial,
+        rto_max=high,
+        heartbeat_interval=_given(timers.heartbeat_interval, base.heartbeat_interval),
+        max_retransmissions=_given(timers.max_retransmissions, base.max_retransmissions),
+        max_init_retransmissions=_given(
+            timers.max_init_retransmissions, base.max_init_retransmissions
+        ),
+    )
+
+
+def init_timeout(config: SCTPConfig) -> float:
+    """Seconds before an INIT nobody answers fails: T1-init doubles from RTO.Initial up
+    to RTO.Max, and runs Max.Init.Retransmits + 1 times (RFC 9260, Section 5.1)."""
+    return sum(
+        min(config.rto_initial * (1 << attempt), config.rto_max)
+        for attempt in range(config.max_init_retransmissions + 1)
+    )
+
+
+def silent_peer_timeout(config: SCTPConfig, rto: float | None = None) -> float:
+    """Seconds at most before a peer that went silent (drops everything) is declared
+    lost on an idle association (RFC 9260, Sections 8.1 and 8.3), from the moment it
+    went silent, with ``rto`` the RTO then (default RTO.Initial, more than a loopback
+    path measures). The next heartbeat leaves within HB.interval + RTO; each unanswered
+    one then counts an error, doubles the RTO up to RTO.Max and is followed by another
+    HB.interval + RTO later; the error after Association.Max.Retrans ends it::
+
+        (Max.Retrans + 2) * HB.interval + RTO + sum(min(RTO * 2**k, RTO.Max), k = 0..Max.Retrans)
+
+    Data in flight is noticed sooner (T3-rtx needs no HB.interval between attempts).
+    ``math.inf`` when heartbeats are off.
+    """
+    interval = config.heartbeat_interval
+    if interval is None:
+        return math.inf
+    first = config.rto_initial if rto is None else rto
+    retries = config.max_retransmissions
+    backed_off = sum(min(first * (1 << k), config.rto_max) for k in range(retries + 1))
+    return (retries + 2) * interval + first + backed_off
+
+
+def _given(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
 
 
 @final
@@ -218,11 +281,15 @@ class UDPTransport(MessageTransport):
                 error: AssociationError = AssociationAbortedError(
                     f"the peer aborted the association{detail}"
                 )
+                if not self._up and not self._done.is_set():
+                    self._connect_error = self._refused_error(detail)
             else:
                 # Our core aborted: the peer broke the protocol (or a shutdown hung).
                 error = RemoteProtocolError(f"aborted the association: {event.reason}")
             self._finish(error)
         elif isinstance(event, AssociationLost):
+            if not self._up and not self._done.is_set():
+                self._connect_error = self._init_timeout_error()
             self._finish(AssociationLostError(f"the association was lost: {event.reason}"))
         elif isinstance(event, StreamResetFailed):
             log.debug("udp transport: stream reset refused: %r", event)
@@ -247,10 +314,54 @@ class UDPTransport(MessageTransport):
         self._settled.set()
         self._wake_all()
 
-    def _connect_refused(self) -> None:
-        if not self._up and not self._done.is_set():
+    def _where(self) -> str:
+        host, udp_port = self.peer_udp_address
+        return f"SCTP port {self._assoc.remote_port} at {host} (UDP port {udp_port})"
+
+    def _refused_error(self, detail: str) -> ConnectionRefusedError:
+        """The peer answered our INIT (or COOKIE ECHO) with ABORT."""
+        if detail:  # a reason given: someone listens, and said no
+            return ConnectionRefusedError(
+                errno.ECONNREFUSED, f"{self._where()} refused the association{detail}"
+            )
+        return ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on {self._where()}")
+
+    def _init_timeout_error(self) -> TimeoutError:
+        """Max.Init.Retransmits ran out: name the bound and the knobs behind it."""
+        config = self._assoc.config
+        retries = config.max_init_retransmissions
+        return TimeoutError(
+            errno.ETIMEDOUT,
+            f"no answer from {self._where()}: {retries + 1} INITs (or COOKIE ECHOs) in "
+            f"{init_timeout(config):.1f} s went unanswered; max_init_retransmissions="
+            f"{retries}, rto_initial={config.rto_initial:g} s and rto_max="
+            f"{config.rto_max:g} s set that bound (lower them to fail sooner, or put the "
+            "connect under trio.fail_after)",
+        )
+
+    def _port_unreachable(self) -> None:
+        """An ICMP port unreachable, tied to this association by its tags (see
+        ``_UDPSocket._icmp_error``): the peer's UDP port is closed, its process gone.
+        The core's AssociationAborted that follows finds the transport finished."""
+        host, udp_port = self.peer_udp_address
+        if not self._up:
             self._connect_error = ConnectionRefusedError(
-                errno.ECONNREFUSED, "nothing listens on the peer's UDP port (ICMP)"
+                errno.ECONNREFUSED,
+                f"nothing listens on UDP port {udp_port} at {host} (ICMP port unreachable)",
+            )
+        self._finish(
+            AssociationAbortedError(
+                f"the peer's UDP port {udp_port} at {host} is closed (ICMP port "
+                "unreachable): its process is gone or its socket closed"
+            )
+        )
+
+    def _connect_refused(self) -> None:
+        # Without the error queue (not Linux): a connected socket's ECONNREFUSED.
+        if not self._up and not self._done.is_set():
+            host, udp_port = self.peer_udp_address
+            self._connect_error = ConnectionRefusedError(
+                errno.ECONNREFUSED, f"nothing listens on UDP port {udp_port} at {host} (ICMP)"
             )
             self._assoc.abort()
             self._finish(None)
