@@ -205,7 +205,7 @@ async def main():
     ctx = ssl.create_default_context(cafile=cafile)
     async with trio_sctls.open_association(
         "127.0.0.1", int(port), ssl_context=ctx, server_hostname=name, transport=transport,
-        outbound_streams=%d, max_inbound_streams=%d, session_cache=None, **kw
+        outbound_streams=STREAMS, max_inbound_streams=STREAMS, session_cache=None, **kw
     ) as association:
         async def flood(channel):
             while True:
@@ -217,7 +217,7 @@ async def main():
             await trio.sleep(0.05)
             print("transferring", flush=True)
 trio.run(main)
-""" % (STREAMS, STREAMS)
+""".replace("STREAMS", str(STREAMS))
 
 
 async def killed_mid_transfer(target: Target, cafile: Path) -> None:

@@ -201,11 +201,10 @@ class SecureListener:
     async def _close_all(self) -> None:
         """Close the open associations gracefully, together, within
         ``shutdown_timeout``; abort what is left."""
-        with trio.move_on_after(self.shutdown_timeout):
-            async with trio.open_nursery() as nursery:
-                for association in list(self._live):
-                    nursery.start_soon(_close_quietly, association)
-        self._abort_all()
+        async with trio.open_nursery() as nursery:
+            for association in list(self._live):
+                peer = peer_name(association)
+                nursery.start_soon(_close_within, association, peer, self.shutdown_timeout)
 
     def _abort_all(self) -> None:
         for association in list(self._live):
@@ -289,12 +288,24 @@ def _account(accepted: object, exc: BaseException | None) -> str:
 
 
 async def _close_within(accepted: Closable, peer: str, seconds: float) -> None:
-    """Close ``accepted`` gracefully within ``seconds`` (shielded: the caller is being
-    cancelled), then abort it if that did not finish."""
+    """Close ``accepted`` gracefully within ``seconds``, shielded (the caller is being
+    cancelled); if that does not finish, abort it, saying why."""
     with trio.CancelScope(shield=True):
-        with trio.move_on_after(seconds):
-            await _close_quietly(accepted, peer)
-        accepted.abort(_SHUTDOWN_REASON)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def close() -> None:
+                await _close_quietly(accepted, peer)
+                done.set()
+
+            nursery.start_soon(close)
+            with trio.move_on_after(seconds):
+                await done.wait()
+            if not done.is_set():
+                # Abort first, with the reason (a cancelled close would abort without
+                # one), then stop the close that waits for the peer.
+                accepted.abort(_SHUTDOWN_REASON)
+                nursery.cancel_scope.cancel()
 
 
 async def _run_handler(

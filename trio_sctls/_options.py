@@ -28,7 +28,7 @@ DEFAULT_STREAM_BUDGET = 256 * 1024
 DEFAULT_ASSOCIATION_BUDGET = 4 * 1024 * 1024
 #: Seconds a handshake may take: the client's strategy as a whole; on the server, each
 #: channel from its first ClientHello byte, and the association from its acceptance to
-#: its first completed handshake (a peer that never starts TLS holds nothing for long).
+#: the first byte on any channel (a peer that never starts TLS holds nothing for long).
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: Seconds to wait for the peer's close_notify on each channel when closing.
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -158,9 +158,9 @@ class AssociationOptions:
             TLS range (RFC 3436 section 7); otherwise such data is a protocol error.
         handshake_timeout: seconds for the handshakes. Client: the strategy as a
             whole. Server: each channel's handshake from its first byte, and the
-            association from being accepted to its first completed handshake on any
-            channel, so that a peer that never starts TLS (a plain association that
-            never speaks, a ``"lazy"`` client that never uses a channel) is aborted.
+            association from being accepted to the first byte on any channel, so that
+            a peer that never starts TLS (a plain association that never speaks, a
+            ``"lazy"`` client that never uses a channel) is aborted.
         close_timeout: seconds to wait for the peer's close_notify when closing.
         ticket_timeout: (client, ``"resume"``, TLS 1.3) seconds to wait for a session
             ticket on stream 0; default: scaled from stream 0's handshake time.
