@@ -1,7 +1,7 @@
 """Soak: good clients and hostile ones against one server, every good byte checked.
 
     python tests/soak/mixed.py [--seconds 20] [--transport udp|kernel|memory|auto]
-                               [--workers 8] [--hostile 0.2] [--warmup 5]
+                               [--workers 8] [--hostile 0.2] [--warmup 10]
                                [--max-growth 0.10] [--json out.json]
 
 One process, loopback only. A server (``trio_sctls.serve``) runs the README's handler
@@ -208,7 +208,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8, help="clients at once")
     parser.add_argument("--hostile", type=float, default=0.2, help="share of hostile clients")
     parser.add_argument("--size", type=int, default=2048, help="largest good message, bytes")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before RSS counts")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before RSS counts")
     parser.add_argument("--max-growth", type=float, default=0.10)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
