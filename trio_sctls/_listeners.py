@@ -24,8 +24,9 @@ and the handler's bugs:
   the network failed), alone or inside exception groups from the handler's nurseries,
   is the peer's doing: it ends that association only (aborted), and is logged once, at
   INFO, with the peer's address and the association's own account of what happened.
-* :class:`trio.Cancelled` leaves mean the server is stopping (see below); mixed with
-  broken resources they are still the server stopping, the rest the peer's doing.
+* :class:`trio.Cancelled` leaves mean the server is stopping (see below), and are let
+  through once the association is closed; broken resources beside them are logged as
+  above.
 * Anything else propagates out of the serving loop and stops the server, as an
   exception in a :func:`trio.serve_tcp` handler does: it is a bug to fix, not a peer to
   survive.
@@ -33,8 +34,9 @@ and the handler's bugs:
 Nothing else a peer can do reaches the loop: an association that fails while being set
 up is dropped by :meth:`SecureListener.accept` (logged at INFO), one over a limit is
 aborted before any handler sees it (logged at WARNING), and the server side of every
-association aborts a peer that does not complete a TLS handshake within
-``handshake_timeout`` (see :mod:`trio_sctls._handshakes`).
+association aborts a peer that starts no TLS handshake within ``handshake_timeout`` of
+being accepted, or leaves one unfinished that long after its first byte (see
+:mod:`trio_sctls._handshakes`).
 
 Limits (:class:`~trio_sctls.ServerOptions`). Counted by the loop from acceptance to the
 end of the association's close: ``max_associations`` per listener,
