@@ -7,10 +7,11 @@ booting a stock Debian kernel, by ``tests/test_kernel_vm.py`` (see tests/vm/).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +54,48 @@ TLS_VERSIONS = {
     "tls12": ssl.TLSVersion.TLSv1_2,
     "tls13": ssl.TLSVersion.TLSv1_3,
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register this suite's own markers."""
+    config.addinivalue_line(
+        "markers",
+        "allow_error_logs: the test provokes trio_sctls's ERROR logs on purpose",
+    )
+
+
+class _ErrorRecords(logging.Handler):
+    """Keeps every record at ERROR or above."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test in which ``trio_sctls`` (or a logger below it) logged at ERROR:
+    the library logs there only what nobody else will see (an exception in a udp pump
+    task, say), so such a record is a bug even when the test's assertions pass. Mark a
+    test ``allow_error_logs`` if it provokes one on purpose."""
+    handler = _ErrorRecords()
+    logger = logging.getLogger("trio_sctls")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.records and "allow_error_logs" not in request.keywords:
+        formatter = logging.Formatter()
+        details = "\n".join(
+            f"{record.name}: {record.getMessage()}"
+            + ("\n" + formatter.formatException(record.exc_info) if record.exc_info else "")
+            for record in handler.records
+        )
+        pytest.fail(f"trio_sctls logged at ERROR during the test:\n{details}", pytrace=False)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,7 +6,8 @@ bidirectional stream; each channel is an ordinary :class:`trio.SSLStream`.
 Clients: :func:`open_association` (TLS channels) and :func:`open_sctp_association`
 (plain SCTP). Servers: :func:`serve` and :func:`serve_sctp`, built on
 :func:`open_secure_listener` / :func:`open_listener` and :func:`serve_listeners`.
-Options: :class:`TransportOptions` and :class:`AssociationOptions`. Tools for tests:
+Options: :class:`TransportOptions`, :class:`AssociationOptions` and, for servers,
+:class:`ServerOptions`. Tools for tests:
 :mod:`trio_sctls.testing`.
 """
 
@@ -38,6 +39,7 @@ from ._errors import SendFailedError as SendFailedError
 from ._listeners import SecureListener as SecureListener
 from ._listeners import serve_listeners as serve_listeners
 from ._options import AssociationOptions as AssociationOptions
+from ._options import ServerOptions as ServerOptions
 from ._options import TransportOptions as TransportOptions
 from ._options import default_session_cache as default_session_cache
 from ._tls import SessionCache as SessionCache

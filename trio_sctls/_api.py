@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Literal, Unpack
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Literal, Unpack, cast
 
 import trio
 
 from ._association import SecureAssociation, wrap_transport
-from ._listeners import SecureListener, secure_listener, serve_listeners
+from ._listeners import SecureListener, secure_listener, serve_until_cancelled
 from ._options import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
     AssociationOptions,
+    PlainServerKeywords,
     SecureKeywords,
+    SecureServerKeywords,
+    ServerKeywords,
+    ServerOptions,
     TransportKeywords,
     TransportName,
     TransportOptions,
     check_keywords,
     make_association_options,
+    make_server_options,
     make_transport_options,
 )
 from .transport import MessageListener, MessageTransport
@@ -174,14 +180,19 @@ async def open_secure_listener(
     host: Hosts = None,
     options: AssociationOptions | None = None,
     transport_options: TransportOptions | None = None,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     **keywords: Unpack[SecureKeywords],
 ) -> AsyncIterator[SecureListener]:
     """Listen for associations and run TLS on every bidirectional stream of each, as
     the TLS server; yield the :class:`~trio_sctls.SecureListener`.
 
     Its ``accept()`` returns a running :class:`~trio_sctls.SecureAssociation`. The
-    associations accepted live inside this ``async with``: those still open when it
-    ends are aborted.
+    associations accepted live inside this ``async with``: when it ends normally, those
+    still open are closed gracefully (close_notify on every channel, then SCTP's
+    SHUTDOWN) within ``shutdown_timeout``, and what is left is aborted; when it ends by
+    an exception or a cancellation they are aborted at once (a cancellation stops the
+    transports' background tasks too: :func:`serve` shuts down gracefully when
+    cancelled).
 
     Args:
         port: the SCTP port (0 picks a free one: see the listener's ``port``).
@@ -189,6 +200,7 @@ async def open_secure_listener(
         host: local address(es) to bind; all by default.
         options: see :class:`~trio_sctls.AssociationOptions`.
         transport_options: see :class:`~trio_sctls.TransportOptions`.
+        shutdown_timeout: seconds for the graceful close at the end of the block.
         **keywords: fields of either options object.
 
     Raises:
@@ -199,7 +211,9 @@ async def open_secure_listener(
     tls_options = make_association_options(options, keywords)
     async with (
         open_server(port, _hosts(host), sctp_options) as transport_listener,
-        secure_listener(transport_listener, ssl_context, tls_options) as listener,
+        secure_listener(
+            transport_listener, ssl_context, tls_options, shutdown_timeout=shutdown_timeout
+        ) as listener,
     ):
         yield listener
 
@@ -215,20 +229,33 @@ async def serve(
     host: Hosts = None,
     options: AssociationOptions | None = None,
     transport_options: TransportOptions | None = None,
+    server_options: ServerOptions | None = None,
     task_status: trio.TaskStatus[SecureListener] = trio.TASK_STATUS_IGNORED,
-    **keywords: Unpack[SecureKeywords],
+    **keywords: Unpack[SecureServerKeywords],
 ) -> None:
-    """Accept associations on ``port`` forever and call ``handler(association)`` for
-    each, in its own task, as the TLS server on every bidirectional stream.
+    """Accept associations on ``port`` until cancelled and call
+    ``handler(association)`` for each, in its own task, as the TLS server on every
+    bidirectional stream.
 
     The handler runs as soon as the association is up; its channels shake hands in the
     background and each channel's first use waits for its own handshake. The
     association is closed gracefully when the handler returns and aborted when it
-    raises. A failure caused by the peer or the network (a
-    :class:`trio.BrokenResourceError`, which every :class:`~trio_sctls.AssociationError`
-    is, alone or in exception groups from the handler's nurseries) ends only that
-    association and is logged; any other exception from a handler propagates, as in
-    :func:`trio.serve_tcp` (see :func:`~trio_sctls.serve_listeners`).
+    raises.
+
+    No peer can stop the server. A failure caused by the peer or the network (an
+    exception whose every leaf is a :class:`trio.BrokenResourceError`, which every
+    :class:`~trio_sctls.AssociationError` is, alone or in exception groups from the
+    handler's nurseries) ends only that association and is logged once at INFO with
+    the peer's address. Any other exception from a handler is a bug: it propagates and
+    stops the server, as in :func:`trio.serve_tcp` (see
+    :func:`~trio_sctls.serve_listeners`). An association over a limit of
+    ``server_options`` is aborted at once; one that completes no TLS handshake within
+    ``handshake_timeout`` of being accepted (or leaves one unfinished that long) is
+    aborted by the server.
+
+    Cancelling ``serve`` shuts down gracefully: it stops accepting, cancels the
+    handlers, closes every association with close_notify and SCTP's SHUTDOWN within
+    ``shutdown_timeout``, aborts what is left, then raises the cancellation.
 
     Args:
         handler: ``async def handler(association)``.
@@ -237,20 +264,31 @@ async def serve(
         host: local address(es) to bind; all by default.
         options: see :class:`~trio_sctls.AssociationOptions`.
         transport_options: see :class:`~trio_sctls.TransportOptions`.
+        server_options: limits and the shutdown deadline; see
+            :class:`~trio_sctls.ServerOptions`.
         task_status: with ``nursery.start``, receives the
             :class:`~trio_sctls.SecureListener` (``.port``).
-        **keywords: fields of either options object.
+        **keywords: fields of any of the three options objects.
+
+    Raises:
+        OSError: the port could not be bound.
     """
-    async with open_secure_listener(
-        port,
-        ssl_context=ssl_context,
-        host=host,
-        options=options,
-        transport_options=transport_options,
-        **keywords,
-    ) as listener:
-        task_status.started(listener)
-        await serve_listeners(handler, [listener])
+    check_keywords(keywords, secure=True, server=True)
+    limits = make_server_options(server_options, keywords)
+    secure_keywords = cast(SecureKeywords, {k: v for k, v in keywords.items() if k not in _SERVER})
+
+    def open_one() -> AbstractAsyncContextManager[SecureListener]:
+        return open_secure_listener(
+            port,
+            ssl_context=ssl_context,
+            host=host,
+            options=options,
+            transport_options=transport_options,
+            shutdown_timeout=limits.shutdown_timeout,
+            **secure_keywords,
+        )
+
+    await serve_until_cancelled(open_one, handler, limits, task_status)
 
 
 @asynccontextmanager
@@ -288,19 +326,32 @@ async def serve_sctp(
     *,
     host: Hosts = None,
     transport_options: TransportOptions | None = None,
+    server_options: ServerOptions | None = None,
     task_status: trio.TaskStatus[MessageListener] = trio.TASK_STATUS_IGNORED,
-    **keywords: Unpack[TransportKeywords],
+    **keywords: Unpack[PlainServerKeywords],
 ) -> None:
-    """Accept plain SCTP associations on ``port`` forever, calling
+    """Accept plain SCTP associations on ``port`` until cancelled, calling
     ``handler(transport)`` for each in its own task; the association is shut down when
     the handler returns and aborted when it raises. Peer and network failures are
-    contained and logged, as in :func:`serve`. Arguments are as for :func:`serve`.
+    contained and logged, limits apply and cancelling shuts down gracefully, as in
+    :func:`serve`. Arguments are as for :func:`serve`.
     """
-    async with open_listener(
-        port, host=host, transport_options=transport_options, **keywords
-    ) as listener:
-        task_status.started(listener)
-        await serve_listeners(handler, [listener])
+    check_keywords(keywords, secure=False, server=True)
+    limits = make_server_options(server_options, keywords)
+    transport_keywords = cast(
+        TransportKeywords, {k: v for k, v in keywords.items() if k not in _SERVER}
+    )
+
+    def open_one() -> AbstractAsyncContextManager[MessageListener]:
+        return open_listener(
+            port, host=host, transport_options=transport_options, **transport_keywords
+        )
+
+    await serve_until_cancelled(open_one, handler, limits, task_status)
+
+
+#: The keyword arguments that are :class:`~trio_sctls.ServerOptions` fields.
+_SERVER = frozenset(ServerKeywords.__annotations__)
 
 
 __all__ = [

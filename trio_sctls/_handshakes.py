@@ -18,7 +18,8 @@ channel when the demux has taken in what arrived (a flight is several messages, 
 each OpenSSL step costs more than its bytes), and :data:`FLUSHERS` tasks send the
 flights OpenSSL wrote, pipe by pipe. The client's strategies wait for the channels they
 started; the server's handshakes are watched by one watchdog task (each channel must
-complete within ``handshake_timeout`` of its first byte). Once done, each channel's
+complete within ``handshake_timeout`` of its first byte, and some channel must receive
+its first byte within ``handshake_timeout`` of the association's start). Once done, each channel's
 SSLStream is stepped once so that it knows (``version()`` etc. work). A channel the user
 touches before its handshake completed (a server handler reading at once, ``lazy``) is
 driven by Trio's SSLStream from then on, as any SSLStream is. Where it goes, the flights
@@ -293,11 +294,27 @@ class HandshakeDriver:
 
     async def _watchdog(self) -> None:
         """Server: abort the association if a channel's handshake is not complete
-        ``handshake_timeout`` after its first byte (a client that stalls)."""
+        ``handshake_timeout`` after its first byte (a client that stalls), or if no
+        channel received a byte (nor completed a handshake) ``handshake_timeout`` after
+        the association started (a peer that never starts TLS: a plain association that
+        never speaks holds a slot of the server no longer than a stalled handshake)."""
         timeout = self._options.handshake_timeout
+        # From here: the association was just accepted.
+        first_deadline = trio.current_time() + timeout
         while True:
             now = trio.current_time()
             deadline = math.inf
+            silent = all(first is None for first in self._first_data)
+            if silent and not any(tls.handshake_finished is not None for tls in self._tls):
+                if first_deadline <= now:
+                    self._life.fail(
+                        HandshakeError(
+                            f"no TLS handshake started within {timeout} s of the "
+                            "association's start"
+                        )
+                    )
+                    return
+                deadline = first_deadline
             for stream, first in enumerate(self._first_data):
                 if first is None or self._tls[stream].handshake_finished is not None:
                     continue

@@ -94,7 +94,9 @@ class Lifecycle:
         everyone. A no-op once closed or broken: the first failure is the one reported."""
         if self.state in (State.BROKEN, State.CLOSED):
             return
-        log.info("aborting association: %s", error)
+        # At DEBUG: the error reaches every user of the association, and a server logs
+        # it once with the peer's address (see _listeners.py).
+        log.debug("aborting association: %s", error)
         self.error = error
         self.state = State.BROKEN
         # The peer's error will say why (RFC 9260 User-Initiated Abort cause).

@@ -26,8 +26,9 @@ TransportName = Literal["auto", "kernel", "udp", "memory"]
 DEFAULT_STREAM_BUDGET = 256 * 1024
 #: Unread bytes the whole association may hold.
 DEFAULT_ASSOCIATION_BUDGET = 4 * 1024 * 1024
-#: Seconds a handshake may take once started: the client's strategy as a whole; on the
-#: server, each channel from its first ClientHello byte.
+#: Seconds a handshake may take: the client's strategy as a whole; on the server, each
+#: channel from its first ClientHello byte, and the association from its acceptance to
+#: the first byte on any channel (a peer that never starts TLS holds nothing for long).
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: Seconds to wait for the peer's close_notify on each channel when closing.
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -155,8 +156,11 @@ class AssociationOptions:
             :class:`~trio_sctls.BufferLimitError`).
         plain_streams: accept plain messages on the unidirectional streams beyond the
             TLS range (RFC 3436 section 7); otherwise such data is a protocol error.
-        handshake_timeout: seconds for the handshakes (see
-            :data:`DEFAULT_HANDSHAKE_TIMEOUT`).
+        handshake_timeout: seconds for the handshakes. Client: the strategy as a
+            whole. Server: each channel's handshake from its first byte, and the
+            association from being accepted to the first byte on any channel, so that
+            a peer that never starts TLS (a plain association that never speaks, a
+            ``"lazy"`` client that never uses a channel) is aborted.
         close_timeout: seconds to wait for the peer's close_notify when closing.
         ticket_timeout: (client, ``"resume"``, TLS 1.3) seconds to wait for a session
             ticket on stream 0; default: scaled from stream 0's handshake time.
@@ -192,6 +196,43 @@ class AssociationOptions:
                 raise ValueError(f"{name} must be positive")
         if self.ticket_timeout is not None and not self.ticket_timeout >= 0:
             raise ValueError("ticket_timeout must be at least 0")
+
+
+#: Seconds a server that is shutting down gives its associations to close gracefully
+#: (close_notify on every channel, then SCTP's SHUTDOWN) before aborting what is left.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """What a server allows and how it stops (:func:`~trio_sctls.serve`,
+    :func:`~trio_sctls.open_secure_listener`).
+
+    An association over a limit is aborted as soon as it is accepted, with a reason the
+    peer sees, and logged at WARNING; it never reaches the handler and does not count
+    against the limits.
+
+    Attributes:
+        max_associations: the most associations one listener keeps open at once;
+            ``None``: no limit.
+        max_associations_per_peer: the most associations open at once from one peer
+            address (its first address, without the port); ``None``: no limit.
+        shutdown_timeout: seconds to close the open associations gracefully when the
+            server stops (its ``serve`` cancelled, its listener's block left) before
+            aborting what is left (see :data:`DEFAULT_SHUTDOWN_TIMEOUT`).
+    """
+
+    max_associations: int | None = None
+    max_associations_per_peer: int | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("max_associations", "max_associations_per_peer"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+        if not self.shutdown_timeout >= 0:
+            raise ValueError(f"shutdown_timeout must be at least 0, not {self.shutdown_timeout}")
 
 
 class TransportKeywords(TypedDict, total=False):
@@ -233,8 +274,29 @@ class SecureKeywords(TransportKeywords, AssociationKeywords, total=False):
     points."""
 
 
+class ServerKeywords(TypedDict, total=False):
+    """The fields of :class:`ServerOptions`, as keyword arguments of the server entry
+    points."""
+
+    max_associations: int | None
+    max_associations_per_peer: int | None
+    shutdown_timeout: float
+
+
+class SecureServerKeywords(SecureKeywords, ServerKeywords, total=False):
+    """Keyword arguments of :func:`~trio_sctls.serve` and
+    :func:`~trio_sctls.open_secure_listener`: the fields of all three options
+    objects."""
+
+
+class PlainServerKeywords(TransportKeywords, ServerKeywords, total=False):
+    """Keyword arguments of :func:`~trio_sctls.serve_sctp`: the fields of
+    :class:`TransportOptions` and :class:`ServerOptions`."""
+
+
 _TRANSPORT_FIELDS = frozenset(field.name for field in dataclasses.fields(TransportOptions))
 _ASSOCIATION_FIELDS = frozenset(field.name for field in dataclasses.fields(AssociationOptions))
+_SERVER_FIELDS = frozenset(field.name for field in dataclasses.fields(ServerOptions))
 
 
 def make_transport_options(
@@ -260,10 +322,22 @@ def make_association_options(
     return dataclasses.replace(base, **given) if given else base
 
 
-def check_keywords(overrides: Mapping[str, Any], *, secure: bool) -> None:
+def make_server_options(base: ServerOptions | None, overrides: Mapping[str, Any]) -> ServerOptions:
+    """``base`` (or the defaults) with the server fields of ``overrides`` laid over it,
+    validated once."""
+    given = {key: value for key, value in overrides.items() if key in _SERVER_FIELDS}
+    if base is None:
+        return ServerOptions(**given)
+    return dataclasses.replace(base, **given) if given else base
+
+
+def check_keywords(overrides: Mapping[str, Any], *, secure: bool, server: bool = False) -> None:
     """Refuse keyword arguments that are not option fields (a typo must not pass
-    silently)."""
+    silently): transport fields always, association fields when ``secure``, server
+    fields when ``server``."""
     known = _TRANSPORT_FIELDS | _ASSOCIATION_FIELDS if secure else _TRANSPORT_FIELDS
+    if server:
+        known |= _SERVER_FIELDS
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
@@ -272,7 +346,11 @@ def check_keywords(overrides: Mapping[str, Any], *, secure: bool) -> None:
 __all__ = [
     "AssociationKeywords",
     "AssociationOptions",
+    "PlainServerKeywords",
     "SecureKeywords",
+    "SecureServerKeywords",
+    "ServerKeywords",
+    "ServerOptions",
     "TransportKeywords",
     "TransportOptions",
     "default_session_cache",
