@@ -291,7 +291,10 @@ def _info() -> int:
     return 0
 
 
-def _run(make: Callable[[argparse.Namespace], Callable[[], Awaitable[Any]]], args: Any) -> int:
+def _run(
+    make: Callable[[argparse.Namespace], Callable[[], Awaitable[Any]]],
+    args: argparse.Namespace,
+) -> int:
     """Build the run from ``args`` and run it; expected failures (see :mod:`.errors`)
     become one line on stderr and exit status 1, Ctrl-C exit status 130."""
     try:
@@ -302,7 +305,7 @@ def _run(make: Callable[[argparse.Namespace], Callable[[], Awaitable[Any]]], arg
             return 130
         if not is_expected(exc):
             raise
-        status(f"error: {describe_error(exc)}")
+        status(f"error: {describe_error(exc, hints=args.command == 'connect')}")
         return 1
     return 0 if result is not False else 1
 

@@ -53,6 +53,24 @@ def write_demo_certs(directory: Path) -> list[Path]:
     return written
 
 
+def _readable(*paths: str | None) -> None:
+    """Raise the error of opening a path that cannot be read: ssl's own errors for a
+    missing file do not name it; this one does. (Called before the event loop runs.)"""
+    for path in paths:
+        if path is not None:
+            open(path, "rb").close()
+
+
+def _load_chain(context: ssl.SSLContext, cert: str, key: str | None) -> None:
+    """``load_cert_chain``, with errors that name the files."""
+    _readable(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        what = f"{cert} with the key in {key}" if key else f"{cert} (no --key: none found in it)"
+        raise ValueError(f"cannot load the certificate {what}: {exc.reason or exc}") from exc
+
+
 def _pin(context: ssl.SSLContext, version: ssl.TLSVersion | None) -> ssl.SSLContext:
     if version is not None:
         context.minimum_version = context.maximum_version = version
@@ -75,8 +93,9 @@ def server_context(
         ssl.SSLError: a file is not a certificate or key, or they do not match.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    _load_chain(context, cert, key)
     if cafile is not None:
+        _readable(cafile)
         context.load_verify_locations(cafile)
         context.verify_mode = ssl.CERT_REQUIRED
     if keylog is not None:
@@ -99,9 +118,10 @@ def client_context(
         OSError: a file cannot be read.
         ssl.SSLError: a file is not a certificate or key, or they do not match.
     """
+    _readable(cafile)
     context = ssl.create_default_context(cafile=cafile)
     if cert is not None:
-        context.load_cert_chain(cert, key)
+        _load_chain(context, cert, key)
     if keylog is not None:
         context.keylog_filename = keylog
     return _pin(context, version)

@@ -8,8 +8,6 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import ssl
-
 import trio
 
 
@@ -20,7 +18,7 @@ class ConnectTimeoutError(trio.TooSlowError):
 #: Exceptions that mean "the peer, the network or the user's input", not a bug here.
 EXPECTED = (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError)
 
-#: Hints added to TLS verification failures that have a usual cause.
+#: Hints for the client's usual mistakes, added to the failures they cause.
 _HINTS = {
     "Hostname mismatch": "the certificate is for another name: pass --server-name NAME",
     "IP address mismatch": "the certificate is for a name, not this address: "
@@ -28,6 +26,8 @@ _HINTS = {
     "unable to get local issuer certificate": "the server's CA is not trusted: "
     "pass --cafile CA.pem",
     "self-signed certificate": "the server's CA is not trusted: pass --cafile CA.pem",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the server wants a client certificate: "
+    "pass --cert and --key",
 }
 
 
@@ -44,19 +44,26 @@ def is_expected(exc: BaseException) -> bool:
     return all(isinstance(leaf, EXPECTED) for leaf in leaves(exc))
 
 
-def _describe_one(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        text = f"{exc.filename}: {exc.strerror}"
-    causes = [exc.__cause__] if exc.__cause__ is not None else []
-    for cause in [exc, *causes]:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            for needle, hint in _HINTS.items():
-                if needle in str(cause.verify_message):
-                    return f"{text} ({hint})"
+def _describe_one(exc: BaseException, hints: bool) -> str:
+    # trio.SSLStream raises a bare BrokenResourceError from the ssl error: say that.
+    while not str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.strerror:
+        # "[Errno 111] ..." says nothing a reader needs; the file name does.
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    for needle, hint in _HINTS.items() if hints else ():
+        if needle in text:
+            return f"{text} ({hint})"
     return text
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for ``exc``: its message, or its leaves' messages joined (each once)."""
-    return "; ".join(dict.fromkeys(_describe_one(leaf) for leaf in leaves(exc)))
+def describe_error(exc: BaseException, *, hints: bool = False) -> str:
+    """One line for ``exc``: its message, or its leaves' messages joined, each once (a
+    message contained in another, as an ssl error in the one naming its stream, is
+    dropped). With ``hints``, a client's usual mistakes get a hint at the option that
+    fixes them."""
+    texts = list(dict.fromkeys(_describe_one(leaf, hints) for leaf in leaves(exc)))
+    kept = [text for text in texts if not any(text in other for other in texts if other != text)]
+    return "; ".join(kept)

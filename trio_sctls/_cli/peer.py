@@ -28,6 +28,7 @@ at a time).
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import ssl
@@ -257,19 +258,30 @@ async def run_server(
 ) -> None:
     """Serve until cancelled; the first status line says where it listens."""
     live = _Live()
+    where = ", ".join(hosts) if hosts else "all addresses"
     async with trio.open_nursery() as nursery:
-        listener: SecureListener = await nursery.start(
-            partial(
-                serve,
-                partial(_serve_one, live, mode, lines),
-                port,
-                ssl_context=ssl_context,
-                host=hosts,
-                options=options,
-                transport_options=transport_options,
+        try:
+            listener: SecureListener = await nursery.start(
+                partial(
+                    serve,
+                    partial(_serve_one, live, mode, lines),
+                    port,
+                    ssl_context=ssl_context,
+                    host=hosts,
+                    options=options,
+                    transport_options=transport_options,
+                )
             )
-        )
-        where = ", ".join(hosts) if hosts else "all addresses"
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            udp = transport_options.udp_port
+            ports = f"SCTP port {port}" + (f", UDP port {udp}" if udp is not None else "")
+            raise OSError(
+                exc.errno,
+                f"cannot listen on {where} ({ports}): {exc.strerror}; "
+                "choose another with --port (or --udp-port: SCTP over UDP defaults to 9899)",
+            ) from exc
         if listener.udp_port is not None:
             carried = f" over UDP port {listener.udp_port} (SCTP over UDP)"
         else:
