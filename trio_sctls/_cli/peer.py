@@ -218,6 +218,7 @@ async def _serve_one(
     finally:
         live.queues.pop(number, None)
         send_queue.close()
+        receive_queue.close()
     status(f"#{number} closed by the peer")
 
 
