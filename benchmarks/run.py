@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from benchmarks._common import ROOT, Progress, machine_info, run_in_vm, vm_available
+from benchmarks._common import ROOT, Progress, machine_info, run_in_vm, shout, vm_available
 
 #: The suite, in the order it runs.
 MODULES = ["throughput", "handshakes", "hol", "overhead", "scale"]
@@ -220,15 +220,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _loud(text: str) -> None:
-    bar = "!" * min(100, max(len(line) for line in text.splitlines()) + 4)
-    print(
-        f"\n{bar}\n" + "\n".join(f"!! {line}" for line in text.splitlines()) + f"\n{bar}\n",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out.resolve()
@@ -264,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vm_ok = vm_available()
         if not vm_ok:
             results["vm_status"] = "the VM cannot run here"
-            _loud(
+            shout(
                 "THE KERNEL-SCTP VM CANNOT RUN HERE (tests/vm/run_in_vm.py --check failed; run\n"
                 "scripts/setup-vm as root). Kernel-transport results ("
                 + ", ".join(wants_vm)
@@ -291,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception:
                 error = traceback.format_exc()
                 results["errors"][f"{name} ({place})"] = error
-                _loud(f"{name} ({place}) FAILED:\n{error.rstrip()}")
+                shout(f"{name} ({place}) FAILED:\n{error.rstrip()}")
                 if place == "vm":
                     results["vm_status"] = f"{name} failed in the VM"
                     if args.require_vm:
@@ -309,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed = True
                 error = traceback.format_exc()
                 results["errors"][f"{name} plot ({place})"] = error
-                _loud(f"plotting {name} ({place}) FAILED:\n{error.rstrip()}")
+                shout(f"plotting {name} ({place}) FAILED:\n{error.rstrip()}")
 
     results["seconds"] = round(time.monotonic() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -321,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rewrite_readme(readme_block(results, out)):
             progress.log(f"updated the Performance section of {README}")
         else:
-            _loud(f"{README} has no {START_MARKER} ... {END_MARKER} block: not updated")
+            shout(f"{README} has no {START_MARKER} ... {END_MARKER} block: not updated")
     return 1 if failed else 0
 
 
