@@ -129,7 +129,7 @@ def _ip(*argv: str, check: bool = True) -> None:
         raise NamespaceError(f"ip {' '.join(argv)} failed: {completed.stderr.strip()}")
 
 
-def _namespaces() -> list[str]:
+def namespaces() -> list[str]:
     out = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, timeout=IP_TIMEOUT, check=False
     ).stdout
@@ -154,7 +154,7 @@ def sweep_stale() -> list[str]:
         The names deleted.
     """
     removed = []
-    for name in _namespaces():
+    for name in namespaces():
         match = _NAME.match(name)
         if match and not _alive(int(match.group(1))):
             _ip("netns", "delete", name, check=False)
