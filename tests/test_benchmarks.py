@@ -6,14 +6,17 @@ what is tested."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
 
-from benchmarks import _netns, run
+from benchmarks import _netns, run, throughput
+from benchmarks._common import Progress
 
 #: The benchmarks whose standard host scenario is the veth pair (issue 11).
 OVER_VETH = ("throughput", "handshakes")
@@ -128,3 +131,18 @@ def test_a_dead_runs_namespaces_are_swept() -> None:
     finally:
         subprocess.run(["ip", "netns", "delete", stale], check=False, capture_output=True)
     assert stale not in _netns.namespaces()
+
+
+async def test_without_namespaces_throughput_says_so_and_measures_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(throughput, "netns_unavailable", lambda: "not root (pretend)")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    throughput.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--bytes", "64KiB", "--channels", "1", "--sizes", "16384"])
+    result = await throughput.measure(args, Progress(StringIO()))
+    assert result["netns_status"] == "not root (pretend)"
+    assert {row["path"] for row in result["rows"]} == {"loopback"}
+    assert "CANNOT RUN HERE" in capsys.readouterr().err
+    assert any("No veth figures" in line for line in throughput.summarize(result))
