@@ -142,8 +142,11 @@ def readme_block(results: dict[str, Any], out: Path) -> str:
         f"- Python {host.get('python')}, trio {host.get('trio')}, {host.get('openssl')}, "
         f"trio-sctls {host.get('trio_sctls')}.",
         "",
-        "Every figure is a ratio to trio's `SSLStream` over TCP measured in the same run, "
-        "same TLS version, cipher and certificate (ECDSA P-256). Targets:",
+        "Every figure is a ratio to trio's `SSLStream` over TCP measured in the same run "
+        "on the same path, same TLS version, cipher and certificate (ECDSA P-256), unless "
+        "its row says otherwise. On the host the standard path is a veth pair (MTU 1500) "
+        "between two network namespaces, server and client in processes of their own; "
+        "loopback in one process is the second. Targets:",
         "",
         "| benchmark | where | target | value | wanted | met |",
         "|---|---|---|---:|---|---|",
