@@ -48,16 +48,42 @@ IN_VM = os.environ.get("TRIO_SCTLS_IN_VM") == "1"
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def contexts(
-    version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
-) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A (server, client) pair of contexts for one fresh ECDSA P-256 CA and certificate,
-    pinned to ``version``. Baseline and trio-sctls use the same pair in a run."""
+def write_credentials(directory: Path) -> Path:
+    """Write a fresh ECDSA P-256 CA (``ca.pem``) and a certificate for
+    :data:`SERVER_NAME` with its key (``server.pem``) into ``directory``, for
+    :func:`contexts` in processes that must share them (the ends of a two-process run).
+
+    Returns:
+        ``directory``.
+    """
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    ca.issue_cert(
+        SERVER_NAME, key_type=trustme.KeyType.ECDSA
+    ).private_key_and_cert_chain_pem.write_to_path(str(directory / "server.pem"))
+    return directory
+
+
+def contexts(
+    version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3, credentials: Path | None = None
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A (server, client) pair of contexts for one ECDSA P-256 CA and certificate, pinned
+    to ``version``. Baseline and trio-sctls use the same pair in a run.
+
+    Args:
+        version: the only TLS version both accept.
+        credentials: a directory written by :func:`write_credentials`; by default a fresh
+            CA and certificate, in memory.
+    """
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA).configure_cert(server)
     client = ssl.create_default_context()
-    ca.configure_trust(client)
+    if credentials is None:
+        ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+        ca.issue_cert(SERVER_NAME, key_type=trustme.KeyType.ECDSA).configure_cert(server)
+        ca.configure_trust(client)
+    else:
+        server.load_cert_chain(credentials / "server.pem")
+        client.load_verify_locations(credentials / "ca.pem")
     for context in (server, client):
         context.minimum_version = context.maximum_version = version
     return server, client
@@ -201,6 +227,17 @@ class Progress:
             self._width = 0
         self._stream.write(text + "\n")
         self._stream.flush()
+
+
+def shout(text: str) -> None:
+    """Print ``text`` on stderr in a box of ``!``: something is missing from the results
+    (the VM or the network namespaces could not run) and a reader must not miss it."""
+    bar = "!" * min(100, max(len(line) for line in text.splitlines()) + 4)
+    print(
+        f"\n{bar}\n" + "\n".join(f"!! {line}" for line in text.splitlines()) + f"\n{bar}\n",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class Benchmark(Protocol):

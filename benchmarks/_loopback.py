@@ -1,5 +1,9 @@
 """Serve, then connect, on loopback: the set-ups the benchmarks share.
 
+Every function takes a ``host``: loopback by default, or the address of one end of a
+real path (a veth pair between network namespaces, :mod:`benchmarks._netns`), where
+the server and the client run in different processes.
+
 Every benchmark starts a server in its own process and connects to it, either with
 trio-sctls (an association of TLS channels, or plain SCTP) or with the baseline, trio's
 ``SSLStream`` over TCP. The servers listen on ephemeral ports (and, over the ``udp``
@@ -50,9 +54,10 @@ async def _serving(
     *,
     transport: str,
     streams: int,
+    host: str,
     **options: Any,
 ) -> AsyncIterator[Address]:
-    """Run ``serve(handler, 0, ...)`` on loopback in the background; yield its address."""
+    """Run ``serve(handler, 0, ...)`` on ``host`` in the background; yield its address."""
     udp = transport == "udp"
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
@@ -60,7 +65,7 @@ async def _serving(
                 serve,
                 handler,
                 0,
-                host=LOOPBACK,
+                host=host,
                 transport=transport,
                 outbound_streams=streams,
                 max_inbound_streams=streams,
@@ -80,37 +85,49 @@ def serving_associations(
     *,
     transport: str,
     streams: int,
+    host: str = LOOPBACK,
 ) -> AbstractAsyncContextManager[Address]:
-    """Serve trio-sctls associations on loopback while the ``async with`` lasts.
+    """Serve trio-sctls associations on ``host`` while the ``async with`` lasts.
 
     Args:
         handler: ``trio_sctls.serve``'s handler, called once per association.
         server_ctx: the server's ``ssl.SSLContext``.
         transport: ``"udp"``, ``"kernel"`` or ``"memory"``.
         streams: outbound and most inbound streams, i.e. TLS channels.
+        host: the address to listen on.
 
     Returns:
         A context manager yielding the server's :class:`Address`.
     """
     return _serving(
-        trio_sctls.serve, handler, transport=transport, streams=streams, ssl_context=server_ctx
+        trio_sctls.serve,
+        handler,
+        transport=transport,
+        streams=streams,
+        host=host,
+        ssl_context=server_ctx,
     )
 
 
 def serving_sctp(
-    handler: Callable[[MessageTransport], Awaitable[Any]], *, transport: str, streams: int
+    handler: Callable[[MessageTransport], Awaitable[Any]],
+    *,
+    transport: str,
+    streams: int,
+    host: str = LOOPBACK,
 ) -> AbstractAsyncContextManager[Address]:
-    """Serve plain SCTP associations on loopback while the ``async with`` lasts.
+    """Serve plain SCTP associations on ``host`` while the ``async with`` lasts.
 
     Args:
         handler: ``trio_sctls.serve_sctp``'s handler, called once per association.
         transport: ``"udp"``, ``"kernel"`` or ``"memory"``.
         streams: outbound and most inbound streams.
+        host: the address to listen on.
 
     Returns:
         A context manager yielding the server's :class:`Address`.
     """
-    return _serving(trio_sctls.serve_sctp, handler, transport=transport, streams=streams)
+    return _serving(trio_sctls.serve_sctp, handler, transport=transport, streams=streams, host=host)
 
 
 def _client_options(
@@ -133,9 +150,10 @@ def connect_association(
     transport: str,
     streams: int,
     udp_port_to: int | None = None,
+    host: str = LOOPBACK,
     **options: Any,
 ) -> AbstractAsyncContextManager[SecureAssociation]:
-    """``trio_sctls.open_association`` to a loopback server, as its TLS client.
+    """``trio_sctls.open_association`` to a server on ``host``, as its TLS client.
 
     Args:
         address: the server's.
@@ -145,13 +163,14 @@ def connect_association(
         streams: outbound and most inbound streams, i.e. TLS channels.
         udp_port_to: (udp) the UDP port to send to when it is not the server's own (an
             impaired relay in front of it).
+        host: the server's address.
         **options: more keyword arguments of ``open_association``.
 
     Returns:
         ``open_association``'s context manager.
     """
     return trio_sctls.open_association(
-        LOOPBACK,
+        host,
         address.port,
         ssl_context=client_ctx,
         server_hostname=SERVER_NAME,
@@ -161,16 +180,21 @@ def connect_association(
 
 
 def connect_sctp(
-    address: Address, *, transport: str, streams: int, udp_port_to: int | None = None
+    address: Address,
+    *,
+    transport: str,
+    streams: int,
+    udp_port_to: int | None = None,
+    host: str = LOOPBACK,
 ) -> AbstractAsyncContextManager[MessageTransport]:
-    """``trio_sctls.open_sctp_association`` to a loopback server, the plain SCTP
+    """``trio_sctls.open_sctp_association`` to a server on ``host``, the plain SCTP
     counterpart of :func:`connect_association` (arguments as there).
 
     Returns:
         ``open_sctp_association``'s context manager.
     """
     return trio_sctls.open_sctp_association(
-        LOOPBACK,
+        host,
         address.port,
         **_client_options(address, transport=transport, streams=streams, udp_port_to=udp_port_to),
     )
@@ -178,18 +202,21 @@ def connect_sctp(
 
 @asynccontextmanager
 async def serving_tls_over_tcp(
-    handler: Callable[[trio.SSLStream[trio.SocketStream]], Awaitable[Any]], server_ctx: Any
+    handler: Callable[[trio.SSLStream[trio.SocketStream]], Awaitable[Any]],
+    server_ctx: Any,
+    host: str = LOOPBACK,
 ) -> AsyncIterator[int]:
-    """Serve TLS over TCP on loopback (trio's ``serve_ssl_over_tcp``), the baseline,
+    """Serve TLS over TCP on ``host`` (trio's ``serve_ssl_over_tcp``), the baseline,
     while the ``async with`` lasts; yield the TCP port.
 
     Args:
         handler: called with each accepted, not yet handshaken, ``trio.SSLStream``.
         server_ctx: the server's ``ssl.SSLContext``.
+        host: the address to listen on.
     """
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(
-            partial(trio.serve_ssl_over_tcp, handler, 0, server_ctx, host=LOOPBACK)
+            partial(trio.serve_ssl_over_tcp, handler, 0, server_ctx, host=host)
         )
         try:
             yield listeners[0].transport_listener.socket.getsockname()[1]
@@ -197,19 +224,22 @@ async def serving_tls_over_tcp(
             nursery.cancel_scope.cancel()
 
 
-async def connect_tls_over_tcp(port: int, client_ctx: Any) -> trio.SSLStream[trio.SocketStream]:
-    """Connect over TCP to a loopback port and do the TLS handshake, as the baseline
+async def connect_tls_over_tcp(
+    port: int, client_ctx: Any, host: str = LOOPBACK
+) -> trio.SSLStream[trio.SocketStream]:
+    """Connect over TCP to ``host``:``port`` and do the TLS handshake, as the baseline
     client (trio sets ``TCP_NODELAY``).
 
     Args:
         port: the server's TCP port.
         client_ctx: the client's ``ssl.SSLContext``.
+        host: the server's address.
 
     Returns:
         The established stream; the caller closes it.
     """
     stream = trio.SSLStream(
-        await trio.open_tcp_stream(LOOPBACK, port), client_ctx, server_hostname=SERVER_NAME
+        await trio.open_tcp_stream(host, port), client_ctx, server_hostname=SERVER_NAME
     )
     try:
         await stream.do_handshake()

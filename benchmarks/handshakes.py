@@ -7,12 +7,19 @@ until every channel has completed its handshake; for ``lazy``, until one byte we
 way on every channel, which is what triggers its handshakes. The server reads every
 channel (an echo server), as real servers do.
 
-Baseline: trio's ``SSLStream`` over TCP on loopback, TCP connect plus one handshake, with
-the same TLS version, default ciphers and certificate (ECDSA P-256). Each round measures
+Paths (``--paths``): ``veth`` (the standard host scenario, issue 11), the server in one
+network namespace and the client in another, each a process of its own, joined by a veth
+pair (MTU ``--mtu``, 1500; needs root, else the run says so loudly, records why in
+``netns_status`` and measures loopback only; ``udp`` transport only), and ``loopback``,
+both ends in this process on 127.0.0.1 (``udp`` and ``memory``; the only path in the VM).
+
+Baseline: trio's ``SSLStream`` over TCP on the same path, TCP connect plus one handshake,
+with the same TLS version, default ciphers and certificate (ECDSA P-256). Each round measures
 one baseline handshake right before the association, so both see the same machine load;
 a case's ratio is the median association time over the median baseline time of its
-rounds. Both ends run in this process, so its CPU time is measured too (``cpu_ratio``):
-on a shared, busy machine it says what the wall clock only suggests.
+rounds. On loopback both ends run in this process, so its CPU time is measured too
+(``cpu_ratio``): on a shared, busy machine it says what the wall clock only suggests.
+Over the veth pair ``cpu_ratio`` is the client process's alone.
 
 Floor: per TLS version, the CPU time of one full and one resumed handshake with both
 ends in memory BIOs (OpenSSL and the ssl module alone, no SCTP, Trio or trio-sctls),
@@ -44,6 +51,7 @@ import cProfile
 import ssl
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +70,20 @@ from ._common import (
     profile_report,
     pyplot,
     save_figure,
+    shout,
     target,
 )
 from ._loopback import (
+    LOOPBACK,
+    Address,
     connect_association,
     connect_tls_over_tcp,
     serving_associations,
     serving_tls_over_tcp,
 )
+from ._netns import DEFAULT_MTU, NamespaceError
+from ._netns import unavailable as netns_unavailable
+from ._peer import run_over_veth
 
 NAME = "handshakes"
 WHERE = ("host", "vm")
@@ -80,6 +94,10 @@ TARGET_RATIO = 8.0
 TARGET_CHANNELS = 32
 #: resume / parallel time (TLS 1.2, 32 channels) at most this: "measurably cheaper".
 TARGET_RESUME_SHARE = 0.9
+#: Channels of the association that warms each transport up before measuring.
+WARM_UP_CHANNELS = 2
+#: Seconds the client process of a veth run may take.
+PEER_TIMEOUT = 1800.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,25 +114,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["udp", "memory", "kernel"],
         help="default: udp and memory on the host, kernel in the VM",
     )
-    parser.add_argument("--profile", type=Path, help="profile one 32-channel round; pstats here")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["veth", "loopback"],
+        help="where to measure (default: both on the host, loopback in the VM): a veth "
+        "pair between two network namespaces, one process each end (needs root; udp "
+        "only), or 127.0.0.1 with both ends in this process",
+    )
+    parser.add_argument(
+        "--mtu", type=int, default=DEFAULT_MTU, help="the veth pair's MTU (default 1500)"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="(loopback) profile one 32-channel round; pstats here"
+    )
     parser.add_argument(
         "--profile-case", default="1.2:resume", help="TLS:strategy to profile (1.2:resume)"
     )
 
 
-async def tls_tcp_ready(server_ctx: Any, client_ctx: Any) -> tuple[float, float]:
-    """Seconds for TCP connect plus one TLS handshake over loopback (trio.SSLStream):
-    wall time, and this process's CPU time (both ends run in it)."""
+@dataclass(frozen=True)
+class Peer:
+    """The servers of one TLS version in another process (:func:`serve_peer`).
 
-    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+    Attributes:
+        host: their address.
+        tcp_port: the TLS/TCP baseline's port.
+        associations: the association servers' addresses, by channel count.
+    """
+
+    host: str
+    tcp_port: int
+    associations: dict[int, Address]
+
+
+async def _tls_tcp_handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+    """The baseline's server: handshake, then wait for the client to close."""
+    with contextlib.suppress(trio.BrokenResourceError):
         await stream.do_handshake()
         await stream.receive_some()
 
-    async with serving_tls_over_tcp(handler, server_ctx) as port:
-        started, cpu = time.perf_counter(), time.process_time()
-        stream = await connect_tls_over_tcp(port, client_ctx)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        await stream.aclose()
+
+async def tls_tcp_ready(
+    server_ctx: Any, client_ctx: Any, peer: Peer | None = None
+) -> tuple[float, float]:
+    """Seconds for TCP connect plus one TLS handshake (trio.SSLStream): wall time, and
+    this process's CPU time. On loopback both ends run in this process; with ``peer``
+    the server is that process's."""
+    if peer is not None:
+        return await _tls_tcp_client(client_ctx, peer.host, peer.tcp_port)
+    async with serving_tls_over_tcp(_tls_tcp_handler, server_ctx) as port:
+        return await _tls_tcp_client(client_ctx, LOOPBACK, port)
+
+
+async def _tls_tcp_client(client_ctx: Any, host: str, port: int) -> tuple[float, float]:
+    started, cpu = time.perf_counter(), time.process_time()
+    stream = await connect_tls_over_tcp(port, client_ctx, host)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await stream.aclose()
     return elapsed, cpu
 
 
@@ -126,21 +183,19 @@ async def association_ready(
     strategy: str,
     transport: str,
     profiler: cProfile.Profile | None = None,
+    peer: Peer | None = None,
 ) -> dict[str, Any]:
-    """One association set-up; returns its time, resumptions and per-channel timeline."""
-
-    async def handler(association: SecureAssociation) -> None:
-        async def echo(channel: trio_sctls.Channel) -> None:
-            while data := await channel.receive_some():
-                await channel.send_all(data)
-
-        async with trio.open_nursery() as nursery:
-            for channel in association.channels:
-                nursery.start_soon(echo, channel)
-
-    async with serving_associations(
-        handler, server_ctx, transport=transport, streams=channels
-    ) as address:
+    """One association set-up; returns its time, resumptions and per-channel timeline.
+    On loopback both ends run in this process; with ``peer`` the server is that
+    process's."""
+    async with contextlib.AsyncExitStack() as stack:
+        if peer is None:
+            address = await stack.enter_async_context(
+                serving_associations(_echo, server_ctx, transport=transport, streams=channels)
+            )
+            host = LOOPBACK
+        else:
+            address, host = peer.associations[channels], peer.host
         if profiler is not None:
             profiler.enable()
         started, cpu = time.perf_counter(), time.process_time()
@@ -152,6 +207,7 @@ async def association_ready(
             handshake=strategy,
             session_cache=None,
             close_timeout=1.0,
+            host=host,
         ) as association:
             if strategy == "lazy":
 
@@ -178,6 +234,18 @@ async def association_ready(
             [info.stream, info.started_at, info.finished_at, bool(info.resumed)] for info in infos
         ],
     }
+
+
+async def _echo(association: SecureAssociation) -> None:
+    """The associations' server: echo every channel, as real servers read them."""
+
+    async def echo(channel: trio_sctls.Channel) -> None:
+        while data := await channel.receive_some():
+            await channel.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        for channel in association.channels:
+            nursery.start_soon(echo, channel)
 
 
 def _memory_handshake(
@@ -230,20 +298,144 @@ def _transports(args: argparse.Namespace) -> list[str]:
     return ["kernel"] if IN_VM else ["udp", "memory"]
 
 
+def _paths(args: argparse.Namespace) -> list[str]:
+    return list(args.paths or (["loopback"] if IN_VM else ["veth", "loopback"]))
+
+
 async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    """Every case, ``rounds`` times each, alternating with the TLS/TCP baseline."""
+    """Every case on every path (``--paths``), ``rounds`` times each, alternating with
+    the TLS/TCP baseline on the same path."""
+    results: dict[str, dict[str, Any]] = {}
+    netns_status = "not asked"
+    for path in _paths(args):
+        if path == "loopback":
+            results[path] = await _measure(args, progress, None)
+            continue
+        netns_status = netns_unavailable() or "ok"
+        if netns_status == "ok":
+            try:
+                results[path] = await run_over_veth(
+                    NAME,
+                    _peer_arguments(args),
+                    progress,
+                    mtu=args.mtu,
+                    time_limit=PEER_TIMEOUT,
+                )
+            except NamespaceError as exc:
+                netns_status = str(exc)
+        if netns_status != "ok":
+            shout(
+                f"SET-UP OVER A VETH PAIR CANNOT RUN HERE ({netns_status}):\n"
+                "only the loopback figures (one process) are measured."
+            )
+    if not results:
+        raise RuntimeError("no path could be measured")
+    first = next(iter(results.values()))
+    out: dict[str, Any] = {
+        "where": first["where"],
+        "rounds": first["rounds"],
+        "paths": {
+            path: (
+                f"veth pair between two network namespaces, MTU {args.mtu}, one process each end"
+                if path == "veth"
+                else "127.0.0.1, both ends in one process"
+            )
+            for path in results
+        },
+        "netns_status": netns_status,
+    }
+    for key in ("rows", "timelines", "openssl_floor"):
+        out[key] = [
+            {**item, "path": path} for path, result in results.items() for item in result[key]
+        ]
+    out["targets"] = _targets(out["rows"])
+    if "profile" in results.get("loopback", {}):
+        out["profile"] = results["loopback"]["profile"]
+    return out
+
+
+def _peer_arguments(args: argparse.Namespace) -> list[str]:
+    """The options that make the two processes measure what this one would (over
+    ``udp``: the only transport between processes on the host)."""
+    return [
+        *(["--quick"] if args.quick else []),
+        *(["--rounds", str(args.rounds)] if args.rounds else []),
+        *("--channels", *map(str, args.channels)),
+        *("--tls", *args.tls, "--strategies", *args.strategies, "--transports", "udp"),
+    ]
+
+
+async def serve_peer(
+    args: argparse.Namespace,
+    host: str,
+    credentials: Path,
+    task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The server process: per TLS version, a TLS/TCP server and an association server
+    per channel count (and 2, for warming up), on ``host``; reports their ports."""
+    info: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for tls in args.tls:
+            server_ctx, _ = contexts(TLS_VERSIONS[tls], credentials)
+            tcp = await stack.enter_async_context(
+                serving_tls_over_tcp(_tls_tcp_handler, server_ctx, host)
+            )
+            associations = {}
+            for channels in sorted({WARM_UP_CHANNELS, *args.channels}):
+                address = await stack.enter_async_context(
+                    serving_associations(
+                        _echo, server_ctx, transport="udp", streams=channels, host=host
+                    )
+                )
+                associations[str(channels)] = [address.port, address.udp_port]
+            info[tls] = {"tcp": tcp, "associations": associations}
+        task_status.started(info)
+        await trio.sleep_forever()
+
+
+async def measure_peer(
+    args: argparse.Namespace,
+    host: str,
+    credentials: Path,
+    server: dict[str, Any],
+    progress: Progress,
+) -> dict[str, Any]:
+    """The client process: every case against :func:`serve_peer`'s servers on ``host``."""
+    peers = {
+        tls: Peer(
+            host,
+            entry["tcp"],
+            {
+                int(n): Address(port, udp_port)
+                for n, (port, udp_port) in entry["associations"].items()
+            },
+        )
+        for tls, entry in server.items()
+    }
+    return await _measure(args, progress, peers, credentials)
+
+
+async def _measure(
+    args: argparse.Namespace,
+    progress: Progress,
+    peers: dict[str, Peer] | None,
+    credentials: Path | None = None,
+) -> dict[str, Any]:
+    """Every case on one path: loopback in this process (``peers`` ``None``), or
+    against another process's servers, one :class:`Peer` per TLS version."""
     rounds = args.rounds or (2 if args.quick else 7)
     transports = _transports(args)
     rows: list[dict[str, Any]] = []
     timelines: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
     for tls in args.tls:
-        server_ctx, client_ctx = contexts(TLS_VERSIONS[tls])
+        server_ctx, client_ctx = contexts(TLS_VERSIONS[tls], credentials)
+        peer = None if peers is None else peers[tls]
         # Warm up both paths (imports, first handshakes, caches).
-        await tls_tcp_ready(server_ctx, client_ctx)
+        await tls_tcp_ready(server_ctx, client_ctx, peer)
         floor = openssl_floor(server_ctx, client_ctx)
         base_cpu = statistics.median(
-            [(await tls_tcp_ready(server_ctx, client_ctx))[1] for _ in range(rounds)]
+            [(await tls_tcp_ready(server_ctx, client_ctx, peer))[1] for _ in range(rounds)]
         )
         for channels in args.channels:
             entry = {
@@ -267,7 +459,12 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         )
         for transport in transports:
             await association_ready(
-                server_ctx, client_ctx, channels=2, strategy="parallel", transport=transport
+                server_ctx,
+                client_ctx,
+                channels=WARM_UP_CHANNELS,
+                strategy="parallel",
+                transport=transport,
+                peer=peer,
             )
             for channels in args.channels:
                 for strategy in args.strategies:
@@ -279,7 +476,7 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
                             f"TLS {tls} {transport}: {channels} channels {strategy}, "
                             f"round {r + 1}/{rounds}"
                         )
-                        wall, cpu = await tls_tcp_ready(server_ctx, client_ctx)
+                        wall, cpu = await tls_tcp_ready(server_ctx, client_ctx, peer)
                         baseline.append(wall)
                         baseline_cpu.append(cpu)
                         samples.append(
@@ -289,6 +486,7 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
                                 channels=channels,
                                 strategy=strategy,
                                 transport=transport,
+                                peer=peer,
                             )
                         )
                     seconds = [sample["seconds"] for sample in samples]
@@ -297,6 +495,7 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
                     ready_cpu = statistics.median(s["cpu_seconds"] for s in samples)
                     base_cpu = statistics.median(baseline_cpu)
                     row = {
+                        "path": "loopback" if peers is None else "veth",
                         "tls": tls,
                         "transport": transport,
                         "channels": channels,
@@ -327,7 +526,7 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
                             }
                         )
                     progress.log(
-                        f"TLS {tls} {transport:>6}: {channels:>3} channels {strategy:<8} "
+                        f"TLS {tls} {_kind(row):>6}: {channels:>3} channels {strategy:<8} "
                         f"ready in {ready * 1000:8.2f} ms = {ready / base:6.2f} x one TLS/TCP "
                         f"handshake ({base * 1000:.2f} ms); CPU {ready_cpu / base_cpu:6.2f} x"
                     )
@@ -339,20 +538,26 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         "openssl_floor": floors,
         "targets": _targets(rows),
     }
-    if args.profile:
+    if args.profile and peers is None:
         result["profile"] = await _profile(args, transports[0], progress)
     return result
 
 
+def _kind(row: dict[str, Any]) -> str:
+    """A row's transport, and its path unless loopback (``"udp over veth"``)."""
+    path = row.get("path", "loopback")
+    return str(row["transport"]) if path == "loopback" else f"{row['transport']} over {path}"
+
+
 def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     targets = []
-    by_case = {(r["tls"], r["transport"], r["channels"], r["strategy"]): r for r in rows}
+    by_case = {(r["tls"], _kind(r), r["channels"], r["strategy"]): r for r in rows}
     for tls in sorted({r["tls"] for r in rows}):
-        for transport in sorted({r["transport"] for r in rows}):
+        for transport in sorted({_kind(r) for r in rows}):
             candidates = [
                 r
                 for r in rows
-                if (r["tls"], r["transport"], r["channels"]) == (tls, transport, TARGET_CHANNELS)
+                if (r["tls"], _kind(r), r["channels"]) == (tls, transport, TARGET_CHANNELS)
             ]
             if not candidates:
                 continue
@@ -366,7 +571,7 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     at_most=True,
                 )
             )
-        for transport in sorted({r["transport"] for r in rows}):
+        for transport in sorted({_kind(r) for r in rows}):
             resume = by_case.get((tls, transport, TARGET_CHANNELS, "resume"))
             parallel = by_case.get((tls, transport, TARGET_CHANNELS, "parallel"))
             if tls == "1.2" and resume and parallel:
@@ -414,7 +619,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     rows = result["rows"]
     paths: list[Path] = []
     tls_versions = sorted({r["tls"] for r in rows})
-    transports = sorted({r["transport"] for r in rows})
+    transports = sorted({_kind(r) for r in rows})
     if not rows:
         return paths
     colours = {"parallel": "tab:blue", "resume": "tab:green", "lazy": "tab:orange"}
@@ -428,7 +633,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     for i, transport in enumerate(transports):
         for j, tls in enumerate(tls_versions):
             ax = axes[i][j]
-            cases = [r for r in rows if r["tls"] == tls and r["transport"] == transport]
+            cases = [r for r in rows if r["tls"] == tls and _kind(r) == transport]
             counts = sorted({r["channels"] for r in cases})
             strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in cases)]
             width = 0.8 / max(1, len(strategies))
@@ -461,7 +666,7 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
 
     timelines = result.get("timelines", [])
     for transport in transports:
-        cases = [t for t in timelines if t["transport"] == transport]
+        cases = [t for t in timelines if _kind(t) == transport]
         if not cases:
             continue
         fig, axes = plt.subplots(
@@ -484,7 +689,8 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
         axes[0][0].set_ylabel("stream (blue: full handshake, green: resumed)")
         channels = cases[0]["channels"]
         fig.suptitle(f"{channels}-channel set-up, {transport} ({where}): each handshake")
-        path = directory / f"handshakes-timeline-{where}-{transport}.png"
+        name = transport.replace(" over ", "-")
+        path = directory / f"handshakes-timeline-{where}-{name}.png"
         paths.append(save_figure(fig, path, dpi=110))
     return paths
 

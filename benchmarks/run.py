@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from benchmarks._common import ROOT, Progress, machine_info, run_in_vm, vm_available
+from benchmarks._common import ROOT, Progress, machine_info, run_in_vm, shout, vm_available
 
 #: The suite, in the order it runs.
 MODULES = ["throughput", "handshakes", "hol", "overhead", "scale"]
@@ -142,8 +142,11 @@ def readme_block(results: dict[str, Any], out: Path) -> str:
         f"- Python {host.get('python')}, trio {host.get('trio')}, {host.get('openssl')}, "
         f"trio-sctls {host.get('trio_sctls')}.",
         "",
-        "Every figure is a ratio to trio's `SSLStream` over TCP measured in the same run, "
-        "same TLS version, cipher and certificate (ECDSA P-256). Targets:",
+        "Every figure is a ratio to trio's `SSLStream` over TCP measured in the same run "
+        "on the same path, same TLS version, cipher and certificate (ECDSA P-256), unless "
+        "its row says otherwise. On the host the standard path is a veth pair (MTU 1500) "
+        "between two network namespaces, server and client in processes of their own; "
+        "loopback in one process is the second. Targets:",
         "",
         "| benchmark | where | target | value | wanted | met |",
         "|---|---|---|---:|---|---|",
@@ -220,15 +223,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _loud(text: str) -> None:
-    bar = "!" * min(100, max(len(line) for line in text.splitlines()) + 4)
-    print(
-        f"\n{bar}\n" + "\n".join(f"!! {line}" for line in text.splitlines()) + f"\n{bar}\n",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out.resolve()
@@ -264,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vm_ok = vm_available()
         if not vm_ok:
             results["vm_status"] = "the VM cannot run here"
-            _loud(
+            shout(
                 "THE KERNEL-SCTP VM CANNOT RUN HERE (tests/vm/run_in_vm.py --check failed; run\n"
                 "scripts/setup-vm as root). Kernel-transport results ("
                 + ", ".join(wants_vm)
@@ -291,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception:
                 error = traceback.format_exc()
                 results["errors"][f"{name} ({place})"] = error
-                _loud(f"{name} ({place}) FAILED:\n{error.rstrip()}")
+                shout(f"{name} ({place}) FAILED:\n{error.rstrip()}")
                 if place == "vm":
                     results["vm_status"] = f"{name} failed in the VM"
                     if args.require_vm:
@@ -309,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed = True
                 error = traceback.format_exc()
                 results["errors"][f"{name} plot ({place})"] = error
-                _loud(f"plotting {name} ({place}) FAILED:\n{error.rstrip()}")
+                shout(f"plotting {name} ({place}) FAILED:\n{error.rstrip()}")
 
     results["seconds"] = round(time.monotonic() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -321,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rewrite_readme(readme_block(results, out)):
             progress.log(f"updated the Performance section of {README}")
         else:
-            _loud(f"{README} has no {START_MARKER} ... {END_MARKER} block: not updated")
+            shout(f"{README} has no {START_MARKER} ... {END_MARKER} block: not updated")
     return 1 if failed else 0
 
 

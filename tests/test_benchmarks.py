@@ -1,17 +1,25 @@
 """The benchmark suite runs end to end (``--quick``, host only) and writes what it
-promises: results.json with every present benchmark's rows and targets, and its PNGs.
-No timing is asserted: this machine's speed is not what is tested."""
+promises: results.json with every present benchmark's rows and targets, and its PNGs;
+where network namespaces can be made (root, ``ip``), rows over the veth pair too, else
+a ``netns_status`` that says why not. No timing is asserted: this machine's speed is not
+what is tested."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
 
-from benchmarks import run
+from benchmarks import _netns, run, throughput
+from benchmarks._common import Progress
+
+#: The benchmarks whose standard host scenario is the veth pair (issue 11).
+OVER_VETH = ("throughput", "handshakes")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +57,18 @@ def test_quick_suite_writes_results_and_plots(tmp_path: Path) -> None:
         for plot in entry["plots"]["host"]:
             path = out / plot
             assert path.suffix == ".png" and path.stat().st_size > 0, path
+    why_not = _netns.unavailable()
+    for name in OVER_VETH:
+        host = results["benchmarks"][name]["host"]
+        paths = {row["path"] for row in host["rows"]}
+        assert "loopback" in paths, name
+        if why_not is None:
+            assert host["netns_status"] == "ok", (name, host["netns_status"])
+            assert "veth" in paths and "veth" in host["paths"], name
+        else:  # the fallback: loudly loopback only, never a failure
+            assert host["netns_status"] == why_not, name
+            assert paths == {"loopback"}, name
+            assert "CANNOT RUN HERE" in completed.stderr
     # Quick runs never touch the README's figures.
     assert run.README.read_text() == readme_before
 
@@ -69,3 +89,60 @@ def test_readme_block_is_replaced_between_the_markers(tmp_path: Path) -> None:
 def test_missing_modules_are_skipped_not_fatal() -> None:
     module, why = run.load("no_such_benchmark")
     assert module is None and "not written yet" in why
+
+
+needs_netns = pytest.mark.skipif(
+    _netns.unavailable() is not None, reason=f"no network namespaces: {_netns.unavailable()}"
+)
+
+
+@needs_netns
+def test_veth_pair_joins_two_namespaces_with_the_mtu_asked_and_leaves_nothing() -> None:
+    with _netns.veth_pair(mtu=9000) as (ns_a, ns_b, addr_a, addr_b):
+        assert {ns_a, ns_b} <= set(_netns.namespaces())
+        link = _netns.run_in(ns_a, ["ip", "-o", "link", "show", _netns.INTERFACE], timeout=10)
+        assert "mtu 9000" in link.stdout and "UP" in link.stdout
+        address = _netns.run_in(ns_b, ["ip", "-o", "-4", "addr", "show"], timeout=10)
+        assert f"{addr_b}/{_netns.PREFIX_LENGTH}" in address.stdout
+        probe = (
+            "import socket, sys; a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"a.bind(('{addr_a}', 0)); a.settimeout(5); "
+            "b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "b.sendto(b'x', a.getsockname()); print(a.recv(1).decode())"
+        )
+        # One namespace sees only its own end: the probe stays inside ns_a.
+        assert _netns.run_in(ns_a, [sys.executable, "-c", probe], timeout=10).stdout == "x\n"
+    assert not {ns_a, ns_b} & set(_netns.namespaces())
+
+
+@needs_netns
+def test_veth_pair_is_removed_when_the_block_raises() -> None:
+    with pytest.raises(KeyboardInterrupt), _netns.veth_pair() as pair:
+        raise KeyboardInterrupt
+    assert not {pair.ns_a, pair.ns_b} & set(_netns.namespaces())
+
+
+@needs_netns
+def test_a_dead_runs_namespaces_are_swept() -> None:
+    stale = f"{_netns.PREFIX}999999999-abcdef-a"  # beyond any pid_max: never alive
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        assert stale in _netns.sweep_stale()
+    finally:
+        subprocess.run(["ip", "netns", "delete", stale], check=False, capture_output=True)
+    assert stale not in _netns.namespaces()
+
+
+async def test_without_namespaces_throughput_says_so_and_measures_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(throughput, "netns_unavailable", lambda: "not root (pretend)")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    throughput.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--bytes", "64KiB", "--channels", "1", "--sizes", "16384"])
+    result = await throughput.measure(args, Progress(StringIO()))
+    assert result["netns_status"] == "not root (pretend)"
+    assert {row["path"] for row in result["rows"]} == {"loopback"}
+    assert "CANNOT RUN HERE" in capsys.readouterr().err
+    assert any("No veth figures" in line for line in throughput.summarize(result))
