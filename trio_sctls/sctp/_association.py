@@ -438,13 +438,12 @@ class Association(HandshakeMixin):
             if self._state is not State.COOKIE_WAIT or len(quoted) < 12 + _QUOTED_INIT.size:
                 return False
             chunk_type, initiate_tag = _QUOTED_INIT.unpack_from(quoted, 12)
-            if chunk_type != InitChunk.TYPE or initiate_tag != self._local_tag:
+            if chunk_type != InitChunk.CODE or initiate_tag != self._local_tag:
                 return False
         elif tag != self._peer_tag:
             return False
         self._changed()
-        self._set_state(State.CLOSED)
-        self._events.append(AssociationAborted("the peer's port is unreachable (ICMP)", True))
+        self._close(AssociationAborted("the peer's port is unreachable (ICMP)", True))
         return True
 
     def _on_error(self, packet: Packet, chunk: Chunk, now: float) -> bool:
