@@ -44,32 +44,18 @@ import trio_sctls
 from tests.conftest import server_context
 from tests.soak.load_echo import Tally, exchange, rss_kib
 from tests.test_hostile_clients import (
+    CASES,
     HANDSHAKE_TIMEOUT,
     STREAMS,
     Target,
-    abort_after_open,
-    cancelled_1ms_in,
     echo_each_channel,
     good_client,
-    junk_on_tls_streams,
-    never_speaks,
-    plain_then_abort,
-    plain_then_close,
-    untrusted_ca,
-    wrong_host_name,
 )
 from trio_sctls._api import resolve_transport
 
-HOSTILE = [
-    abort_after_open,
-    plain_then_close,
-    plain_then_abort,
-    junk_on_tls_streams,
-    untrusted_ca,
-    wrong_host_name,
-    cancelled_1ms_in,
-    never_speaks,
-]
+#: The in-process hostile cases of the hostile-clients test (a killed process would
+#: leave a dead udp association behind for every draw).
+HOSTILE = CASES
 #: How a good client fails (counted, not raised: the soak goes on and reports them).
 _GOOD_CLIENT_FAILURES = (
     trio.BrokenResourceError,
