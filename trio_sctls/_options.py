@@ -75,6 +75,10 @@ class TransportOptions:
             after which the association is declared lost (Association.Max.Retrans).
         max_init_retransmissions: retransmissions of INIT and COOKIE ECHO before
             connecting fails (Max.Init.Retransmits).
+        auth: negotiate SCTP-AUTH (RFC 4895) with DATA among the authenticated chunks,
+            and fail to connect with a peer that does not support it; DTLS over SCTP
+            (RFC 6083) requires it. The keys are then reachable as the transport's
+            ``auth`` (:class:`~trio_sctls.transport.AuthKeys`).
 
     The timer fields default to ``None``: the transport's own default, which is RFC
     9260's on udp (tuned for loopback peers) and the system's (``net.sctp.*`` sysctls)
@@ -94,6 +98,7 @@ class TransportOptions:
     rto_max: float | None = None
     max_retransmissions: int | None = None
     max_init_retransmissions: int | None = None
+    auth: bool = False
 
     def __post_init__(self) -> None:
         if self.transport not in ("auto", "kernel", "udp", "memory"):
@@ -251,6 +256,7 @@ class TransportKeywords(TypedDict, total=False):
     rto_max: float | None
     max_retransmissions: int | None
     max_init_retransmissions: int | None
+    auth: bool
 
 
 class AssociationKeywords(TypedDict, total=False):

@@ -5,6 +5,7 @@
 ``_registry`` opens any of them by name.
 """
 
+from ._auth import AuthKeys as AuthKeys
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE,
 )

@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypedDict, TypeVar
 import trio
 
 from .._errors import AssociationError, PeerShutdownError
+from ._auth import AuthKeys
 
 if TYPE_CHECKING:
     from .._options import TransportOptions
@@ -258,6 +259,11 @@ class MessageTransport(abc.ABC):
     def state(self) -> TransportState:
         """Where the association is in its life."""
         return self._state
+
+    @property
+    def auth(self) -> AuthKeys | None:
+        """The SCTP-AUTH keys (RFC 4895) when the association negotiated it, else None."""
+        return None
 
     @property
     def outbound_streams(self) -> int:
