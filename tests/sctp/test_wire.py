@@ -243,6 +243,41 @@ def test_last_parameter_may_lack_its_padding() -> None:
     assert parse_params(unpadded) == [SupportedExtensions((0x82,))]
 
 
+# RFC 9260, Section 3.2: the chunk length counts the padding of every parameter but the
+# last one, whose padding is chunk padding. Each chunk here ends in a TLV that needs it.
+LAST_TLV_PADDED = [
+    # 4 header + 16 fixed + ForwardTSNSupported 4 + SupportedExtensions 5 (+3 padding).
+    (InitChunk(1, 65536, 10, 10, 42, (ForwardTSNSupported(), SupportedExtensions((0x82,)))), 29),
+    # The padding of a parameter that is not the last one is counted: 20 + 8 + 4.
+    (InitChunk(1, 65536, 10, 10, 42, (SupportedExtensions((0x82,)), ForwardTSNSupported())), 32),
+    (InitAckChunk(2, 1500, 1, 1, 43, (StateCookieParam(b"cookie!"),)), 31),
+    (HeartbeatChunk(b"abcde"), 13),
+    (HeartbeatAckChunk(b"abcde"), 13),
+    (AbortChunk((UserInitiatedAbort(b"bye"),)), 11),
+    (ErrorChunk((StaleCookie(5), UnknownCause(77, b"q"))), 17),
+    (ReconfigChunk((OutgoingSSNResetRequest(1, 2, 3, (4,)),)), 22),
+]
+LAST_TLV_PADDED_IDS = [f"{_name(chunk)}-{length}" for chunk, length in LAST_TLV_PADDED]
+
+
+@pytest.mark.parametrize(("chunk", "length"), LAST_TLV_PADDED, ids=LAST_TLV_PADDED_IDS)
+def test_chunk_length_leaves_out_the_last_tlvs_padding(chunk: Chunk, length: int) -> None:
+    data = bytes(chunk)
+    assert struct.unpack_from("!H", data, 2)[0] == length
+    assert len(data) == length + (-length % 4)  # the padding is still on the wire
+    assert data[length:] == bytes(-length % 4)
+
+
+@pytest.mark.parametrize(("chunk", "length"), LAST_TLV_PADDED, ids=LAST_TLV_PADDED_IDS)
+def test_chunk_length_counting_the_last_tlvs_padding_is_accepted(chunk: Chunk, length: int) -> None:
+    # What older versions of ourselves (and some other stacks) send: the same bytes with
+    # the final padding inside the chunk length; another chunk follows in the packet.
+    data = bytearray(bytes(chunk))
+    struct.pack_into("!H", data, 2, len(data))
+    assert parse_chunks(bytes(data) + bytes(CookieAckChunk())) == [chunk, CookieAckChunk()]
+    assert parse_chunks(bytes(chunk) + bytes(CookieAckChunk())) == [chunk, CookieAckChunk()]
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -296,8 +296,8 @@ class HeartbeatChunk(KnownChunk):
         return cls(params[0].info)
 
     def value(self) -> bytes:
-        """A Heartbeat Info parameter."""
-        return bytes(HeartbeatInfo(self.info))
+        """A Heartbeat Info parameter (its padding is the chunk's)."""
+        return join_tlvs((HeartbeatInfo(self.info),))
 
 
 @_chunk(5)

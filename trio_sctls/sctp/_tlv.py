@@ -3,8 +3,10 @@
 RFC 9260, Section 3.2.1: a parameter (and, with the same layout, an error cause of
 Section 3.3.10) is a 16-bit type, a 16-bit length that counts the 4-byte header and the
 value but not the padding, and the value, padded with zero bytes to a multiple of 4.
-The padding of the *last* TLV in a chunk may be missing (the chunk length does not count
-it), so readers accept a short tail.
+The padding of the *last* TLV in a chunk is chunk padding (the chunk length does not
+count it): :func:`join_tlvs` writes it so, and readers accept the last TLV's padding
+inside the chunk length or outside it, since other stacks (and our own older versions)
+send either.
 
 :class:`Tlv` and :class:`KnownTlv` are the shared shape of both: a ``code``, a
 ``value()`` and ``__bytes__``, and for the codes we implement a ``parse_value()`` (by
@@ -15,7 +17,7 @@ default through the class's :class:`~._layout.Layout`);
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self, TypeVar
 
@@ -38,9 +40,19 @@ def tlv(type_: int, value: bytes) -> bytes:
     return _TL.pack(type_, 4 + len(value)) + value + PADDING[-len(value) % 4]
 
 
-def join_tlvs(items: Iterable[Tlv]) -> bytes:
-    """Serialise parameters or error causes back to back, each padded."""
-    return b"".join(bytes(item) for item in items)
+def join_tlvs(items: Sequence[Tlv]) -> bytes:
+    """Serialise the parameters or error causes that end a chunk, back to back.
+
+    Each is padded but the last: RFC 9260, Section 3.2, the chunk length counts the
+    padding of every parameter except the last, whose padding is the chunk's own (added
+    after the length, as for any chunk).
+    """
+    if not items:
+        return b""
+    last = items[-1]
+    value = last.value()
+    head = b"".join(bytes(item) for item in items[:-1])
+    return head + _TL.pack(last.code, 4 + len(value)) + value
 
 
 def iter_tlvs(buf: bytes | memoryview, what: str) -> Iterator[tuple[int, memoryview]]:
