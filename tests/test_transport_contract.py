@@ -8,9 +8,10 @@ a connected pair on the parametrized transport, and each test is one row of the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 import trio
@@ -45,6 +46,7 @@ DEADLINE = 60
 #: Big enough for any test message, small enough to exceed with one.
 SMALL_LIMIT = MIN_MAX_MESSAGE_SIZE
 LARGE_LIMIT = 4 * MIN_MAX_MESSAGE_SIZE
+_Error = TypeVar("_Error", bound=BaseException)
 
 
 @dataclass
@@ -132,14 +134,27 @@ async def next_message(transport: MessageTransport) -> Message:
             return item
 
 
+async def raises_each_time(
+    error: type[_Error], call: Callable[[], Awaitable[object]]
+) -> list[_Error]:
+    """Check that ``call`` raises ``error``, and again when called again: the contract's
+    outcomes stick. Returns both errors."""
+    errors = []
+    for _ in range(2):
+        with pytest.raises(error) as info:
+            await call()
+        errors.append(info.value)
+    return errors
+
+
 async def test_send_after_the_peers_shutdown_raises_peer_shutdown_error(
     connect: Connect,
 ) -> None:
     async with connect() as pair:
         await pair.client.aclose()
-        for _ in range(2):
-            with pytest.raises(PeerShutdownError):
-                await pair.server.send_message(b"too late", stream=0)
+        await raises_each_time(
+            PeerShutdownError, lambda: pair.server.send_message(b"too late", stream=0)
+        )
 
 
 async def test_receive_after_the_peers_shutdown_returns_the_messages_then_shutdown_then_end(
@@ -152,9 +167,7 @@ async def test_receive_after_the_peers_shutdown_returns_the_messages_then_shutdo
         for i in range(3):
             assert await pair.server.receive() == Message(b"last words %d" % i, i)
         assert await pair.server.receive() == ShutdownReceived()
-        for _ in range(2):
-            with pytest.raises(trio.EndOfChannel):
-                await pair.server.receive()
+        await raises_each_time(trio.EndOfChannel, pair.server.receive)
 
 
 async def test_the_peers_abort_ends_receive_after_what_came_before_and_fails_send(
@@ -164,14 +177,12 @@ async def test_the_peers_abort_ends_receive_after_what_came_before_and_fails_sen
         await pair.client.send_message(b"before the abort", stream=1)
         assert await pair.server.receive() == Message(b"before the abort", 1)
         pair.client.abort("going away")
-        for _ in range(2):
-            with pytest.raises(AssociationAbortedError) as info:
-                await pair.server.receive()
+        for error in await raises_each_time(AssociationAbortedError, pair.server.receive):
             if pair.client.kind != "kernel":  # Linux cannot send a reason (see kernel.py)
-                assert "going away" in str(info.value)
-        for _ in range(2):
-            with pytest.raises(AssociationAbortedError):
-                await pair.server.send_message(b"x", stream=0)
+                assert "going away" in str(error)
+        await raises_each_time(
+            AssociationAbortedError, lambda: pair.server.send_message(b"x", stream=0)
+        )
 
 
 @pytest.mark.parametrize("connect", ["memory", "udp"], indirect=True)
@@ -219,27 +230,36 @@ async def test_after_our_own_close_every_call_raises_closed_resource_error(
             await transport.reset_outgoing_stream(0)
 
 
+@asynccontextmanager
+async def blocked_until_closed(
+    call: Callable[[], Awaitable[object]],
+) -> AsyncIterator[trio.Nursery]:
+    """Run ``call`` in a task until it blocks; the body closes what it waits on, and on
+    leaving, the call must have ended in ``trio.ClosedResourceError``."""
+
+    async def blocked() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await call()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(blocked)
+        await trio.testing.wait_all_tasks_blocked()
+        yield nursery
+
+
 @pytest.mark.parametrize("how", ["aclose", "abort"])
 async def test_closing_wakes_a_blocked_receiver_with_closed_resource_error(
     connect: Connect, how: str
 ) -> None:
-    async with connect() as pair:
-
-        async def blocked_receive() -> None:
-            with pytest.raises(trio.ClosedResourceError):
-                await pair.client.receive()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(blocked_receive)
-            await trio.testing.wait_all_tasks_blocked()
-            if how == "aclose":
-                nursery.start_soon(pair.client.aclose)
-                # The server must not hold the close up: it reads the SHUTDOWN.
-                with pytest.raises(trio.EndOfChannel):
-                    while True:
-                        await pair.server.receive()
-            else:
-                pair.client.abort()
+    async with connect() as pair, blocked_until_closed(pair.client.receive) as nursery:
+        if how == "aclose":
+            nursery.start_soon(pair.client.aclose)
+            # The server must not hold the close up: it reads the SHUTDOWN.
+            with pytest.raises(trio.EndOfChannel):
+                while True:
+                    await pair.server.receive()
+        else:
+            pair.client.abort()
 
 
 async def test_bad_arguments_raise_value_error_and_send_nothing(connect: Connect) -> None:
@@ -264,9 +284,7 @@ async def test_bad_arguments_raise_value_error_and_send_nothing(connect: Connect
 async def test_a_message_over_our_limit_from_the_peer_makes_us_abort(connect: Connect) -> None:
     async with connect(server_max=SMALL_LIMIT) as pair:
         await pair.client.send_message(b"x" * (SMALL_LIMIT + 1), stream=2)
-        for _ in range(2):
-            with pytest.raises(RemoteProtocolError):
-                await pair.server.receive()
+        await raises_each_time(RemoteProtocolError, pair.server.receive)
         with pytest.raises(AssociationAbortedError):
             await next_message(pair.client)
 
@@ -305,14 +323,7 @@ async def test_closing_the_listener_wakes_a_blocked_accept_with_closed_resource_
     connect: Connect,
 ) -> None:
     async with connect() as pair:
-
-        async def blocked_accept() -> None:
-            with pytest.raises(trio.ClosedResourceError):
-                await pair.listener.accept()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(blocked_accept)
-            await trio.testing.wait_all_tasks_blocked()
+        async with blocked_until_closed(pair.listener.accept):
             await pair.listener.aclose()
         await pair.listener.aclose()  # idempotent
         with pytest.raises(trio.ClosedResourceError):
