@@ -64,6 +64,7 @@ import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, final
 
 import trio
@@ -111,6 +112,7 @@ class Listener(Protocol[_Accepted]):
 
 
 @final
+@dataclass(eq=False)
 class SecureListener:
     """Accepts associations and runs TLS on every bidirectional stream of each, as the
     TLS server. Created by :func:`open_secure_listener`.
@@ -118,29 +120,12 @@ class SecureListener:
     Attributes:
         transport_listener: the SCTP listener underneath.
         options: the options every accepted association gets.
-        shutdown_timeout: seconds the associations still open when the listener's block
-            ends are given to close gracefully before they are aborted.
     """
 
-    def __init__(
-        self,
-        transport_listener: MessageListener,
-        ssl_context: ssl.SSLContext,
-        options: AssociationOptions,
-        nursery: trio.Nursery,
-        *,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    ) -> None:
-        self.transport_listener = transport_listener
-        self.options = options
-        self.shutdown_timeout = shutdown_timeout
-        self._ssl_context = ssl_context
-        self._nursery = nursery
-        # The associations accepted and not yet ended (closed, aborted or broken).
-        self._live: set[SecureAssociation] = set()
-
-    def __repr__(self) -> str:
-        return f"<SecureListener on {self.transport_listener!r}>"
+    transport_listener: MessageListener
+    options: AssociationOptions
+    _ssl_context: ssl.SSLContext = field(repr=False)
+    _running: _Running = field(repr=False)
 
     @property
     def port(self) -> int:
@@ -156,7 +141,7 @@ class SecureListener:
     @property
     def open_associations(self) -> int:
         """How many of the associations it accepted are still open."""
-        return len(self._live)
+        return len(self._running.live)
 
     async def accept(self) -> SecureAssociation:
         """Wait for the next association and return it running: its channels shake
@@ -175,13 +160,31 @@ class SecureListener:
                 transport, self._ssl_context, self.options, server_side=True
             )
             try:
-                started: SecureAssociation = await self._nursery.start(self._run, association)
+                return await self._running.start(association)
             except trio.BrokenResourceError as exc:
                 # The peer failed before the association was up: its doing, and only
                 # its association's end.
                 log.info("association from %s failed at once: %s", peer, exc)
-                continue
-            return started
+
+    async def aclose(self) -> None:
+        """Stop accepting. Associations already accepted go on until the block of
+        :func:`open_secure_listener` ends. Idempotent."""
+        await self.transport_listener.aclose()
+
+
+class _Running:
+    """The associations a secure listener accepted, each run in a task of the
+    listener's block until it ends (closed, aborted or broken); when the block ends,
+    those still open are closed or aborted together."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.live: set[SecureAssociation] = set()
+
+    async def start(self, association: SecureAssociation) -> SecureAssociation:
+        """Run ``association`` in the block; return it once its demultiplexer runs."""
+        started: SecureAssociation = await self._nursery.start(self._run, association)
+        return started
 
     async def _run(
         self,
@@ -189,27 +192,23 @@ class SecureListener:
         *,
         task_status: trio.TaskStatus[SecureAssociation] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        self._live.add(association)
+        self.live.add(association)
         try:
             await run_association(association, task_status=task_status)
         finally:
-            self._live.discard(association)
+            self.live.discard(association)
 
-    async def aclose(self) -> None:
-        """Stop accepting. Associations already accepted go on until the block of
-        :func:`open_secure_listener` ends. Idempotent."""
-        await self.transport_listener.aclose()
-
-    async def _close_all(self) -> None:
-        """Close the open associations gracefully, together, within
-        ``shutdown_timeout``; abort what is left."""
+    async def close_all(self, seconds: float) -> None:
+        """Close the open associations gracefully, together, within ``seconds``;
+        abort what is left."""
         async with trio.open_nursery() as nursery:
-            for association in list(self._live):
+            for association in list(self.live):
                 peer = peer_name(association)
-                nursery.start_soon(_close_within, association, peer, self.shutdown_timeout)
+                nursery.start_soon(_close_within, association, peer, seconds)
 
-    def _abort_all(self) -> None:
-        for association in list(self._live):
+    def abort_all(self) -> None:
+        """Abort the open associations at once."""
+        for association in list(self.live):
             association.abort(_SHUTDOWN_REASON)
 
 
@@ -233,21 +232,16 @@ async def secure_listener(
     aborted; when it ends by an exception they are aborted at once."""
     with unwrap_single_exception():
         async with trio.open_nursery() as nursery:
-            listener = SecureListener(
-                transport_listener,
-                ssl_context,
-                options,
-                nursery,
-                shutdown_timeout=shutdown_timeout,
-            )
+            running = _Running(nursery)
+            listener = SecureListener(transport_listener, options, ssl_context, running)
             try:
                 yield listener
             except BaseException:
-                listener._abort_all()
+                running.abort_all()
                 raise
             else:
                 await listener.aclose()
-                await listener._close_all()
+                await running.close_all(shutdown_timeout)
             finally:
                 nursery.cancel_scope.cancel()
 
