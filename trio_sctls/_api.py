@@ -21,6 +21,7 @@ from ._listeners import SecureListener, secure_listener, serve_until_cancelled
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     AssociationOptions,
+    PlainClientKeywords,
     PlainServerKeywords,
     SecureKeywords,
     SecureServerKeywords,
@@ -293,11 +294,7 @@ async def serve(
 
 @asynccontextmanager
 async def open_sctp_association(
-    host: Hosts,
-    port: int,
-    *,
-    transport_options: TransportOptions | None = None,
-    **keywords: Unpack[TransportKeywords],
+    host: Hosts, port: int, **keywords: Unpack[PlainClientKeywords]
 ) -> AsyncIterator[MessageTransport]:
     """Open a plain (unencrypted) SCTP association and yield its transport.
 
@@ -310,7 +307,7 @@ async def open_sctp_association(
             await sctp.send_message(b"hi", stream=1, ppid=3)
             reply = await sctp.receive()
     """
-    async with open_transport(host, port, transport_options=transport_options, **keywords) as sctp:
+    async with open_transport(host, port, **keywords) as sctp:
         try:
             yield sctp
         except BaseException:

@@ -259,6 +259,13 @@ class TransportKeywords(TypedDict, total=False):
     auth: bool
 
 
+class PlainClientKeywords(TransportKeywords, total=False):
+    """Keyword arguments of :func:`~trio_sctls.open_sctp_association`: those of
+    :func:`~trio_sctls.open_transport`, the options whole and field by field."""
+
+    transport_options: TransportOptions | None
+
+
 class AssociationKeywords(TypedDict, total=False):
     """The fields of :class:`AssociationOptions`, as keyword arguments of the entry
     points."""
