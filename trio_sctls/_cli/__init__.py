@@ -96,21 +96,16 @@ def _peer_arguments(parser: argparse.ArgumentParser, *, server: bool) -> None:
     )
     io = parser.add_argument_group("what to do with the channels")
     modes = io.add_mutually_exclusive_group()
-    modes.add_argument(
-        "--echo",
-        dest="mode",
-        action="store_const",
-        const="echo",
-        help="send back what arrives on every channel" + (" (default)" if server else ""),
-    )
-    modes.add_argument(
-        "--lines",
-        dest="mode",
-        action="store_const",
-        const="lines",
-        help="send stdin lines, print what arrives" + ("" if server else " (default)"),
-    )
-    parser.set_defaults(mode="echo" if server else "lines")
+    default = "echo" if server else "lines"
+    for mode, what in (
+        ("echo", "send back what arrives on every channel"),
+        ("lines", "send stdin lines, print what arrives"),
+    ):
+        suffix = " (default)" if mode == default else ""
+        modes.add_argument(
+            f"--{mode}", dest="mode", action="store_const", const=mode, help=what + suffix
+        )
+    parser.set_defaults(mode=default)
     io.add_argument(
         "--stream",
         type=int,
@@ -239,48 +234,43 @@ async def _until_signalled(run: Callable[[], Awaitable[object]]) -> None:
                 break
 
 
-def _serve(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
-    context = server_context(
+def _peer_keywords(args: argparse.Namespace, *, server: bool) -> dict[str, Any]:
+    """What the server and the client take alike from the command line: the TLS context
+    of our side, both options objects, and what to do with lines."""
+    make_context = server_context if server else client_context
+    context = make_context(
         cert=args.cert,
         key=args.key,
         cafile=args.cafile,
         version=tls_version(args.tls),
         keylog=args.keylog,
     )
-    run = partial(
-        run_server,
-        port=args.port,
-        hosts=args.host,
-        ssl_context=context,
-        transport_options=_transport_options(args),
-        options=_association_options(args),
-        mode=args.mode,
-        lines=_line_mode(args),
-    )
+    return {
+        "ssl_context": context,
+        "transport_options": _transport_options(args),
+        "options": _association_options(args),
+        "mode": args.mode,
+        "lines": _line_mode(args),
+    }
+
+
+def _serve(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
+    peer = _peer_keywords(args, server=True)
+    run = partial(run_server, port=args.port, hosts=args.host, **peer)
     return partial(_until_signalled, run)
 
 
 def _connect(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
-    context = client_context(
-        cafile=args.cafile,
-        cert=args.cert,
-        key=args.key,
-        version=tls_version(args.tls),
-        keylog=args.keylog,
-    )
+    peer = _peer_keywords(args, server=False)
     hosts = [host.strip() for host in args.host.split(",") if host.strip()]
     return partial(
         run_client,
         hosts=hosts,
         port=args.port,
-        ssl_context=context,
         server_hostname=args.server_name or hosts[0],
-        transport_options=_transport_options(args),
-        options=_association_options(args),
-        mode=args.mode,
-        lines=_line_mode(args),
         connect_timeout=args.connect_timeout,
         linger=args.linger,
+        **peer,
     )
 
 
