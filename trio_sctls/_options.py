@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from ._tls import SessionCache
-from .transport._base import DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE
+from .transport._base import DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE, Timers
 
 HandshakeStrategy = Literal["parallel", "resume", "lazy"]
 OverflowPolicy = Literal["pause", "abort"]
@@ -47,9 +47,10 @@ def _check_port(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be in 0..65535, not {value}")
 
 
-@dataclass(frozen=True, slots=True)
-class TransportOptions:
-    """How to set up the SCTP association itself, on any transport.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportOptions(Timers):
+    """How to set up the SCTP association itself, on any transport: the liveness knobs
+    of :class:`~trio_sctls.transport.Timers`, and the rest.
 
     Attributes:
         transport: ``"kernel"`` (Linux SCTP), ``"udp"`` (our own SCTP over UDP, RFC
@@ -92,12 +93,7 @@ class TransportOptions:
     local_addresses: tuple[str, ...] | None = None
     udp_port: int | None = None
     remote_udp_port: int | None = None
-    heartbeat_interval: float | None = None
-    rto_initial: float | None = None
-    rto_min: float | None = None
-    rto_max: float | None = None
-    max_retransmissions: int | None = None
-    max_init_retransmissions: int | None = None
+    # The timer fields are inherited from Timers (both are keyword-only).
     auth: bool = False
 
     def __post_init__(self) -> None:

@@ -66,6 +66,7 @@ cancellation                                       a cancelled send queued the w
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -622,12 +623,13 @@ def stream_arguments(options: TransportOptions) -> StreamArguments:
     }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Timers:
-    """The liveness knobs of :class:`~trio_sctls.TransportOptions` (heartbeats,
-    retransmission timeouts and limits), as the connect and listen functions of each
-    transport take them. ``None`` keeps the transport's own default; the fields mean
-    what they mean there (validated there too).
+    """The liveness knobs (heartbeats, retransmission timeouts and limits): fields that
+    :class:`~trio_sctls.TransportOptions` inherits, and what the connect and listen
+    functions of each transport take. ``None`` keeps the transport's own default; the
+    fields mean what they mean there (validated there too). Keyword-only, so that the
+    order of the fields, the base's first, never matters.
 
     Attributes:
         heartbeat_interval: HB.interval, seconds.
@@ -647,14 +649,10 @@ class Timers:
 
 
 def timers_of(options: TransportOptions) -> Timers:
-    """The :class:`Timers` of ``options``."""
+    """The :class:`Timers` of ``options`` (a :class:`~trio_sctls.TransportOptions` is
+    a Timers with more fields), as a plain Timers."""
     return Timers(
-        heartbeat_interval=options.heartbeat_interval,
-        rto_initial=options.rto_initial,
-        rto_min=options.rto_min,
-        rto_max=options.rto_max,
-        max_retransmissions=options.max_retransmissions,
-        max_init_retransmissions=options.max_init_retransmissions,
+        **{field.name: getattr(options, field.name) for field in dataclasses.fields(Timers)}
     )
 
 
