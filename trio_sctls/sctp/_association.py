@@ -401,9 +401,8 @@ class Association(HandshakeMixin):
 
     def _on_shutdown_complete(self, packet: Packet, chunk: Chunk, now: float) -> bool:
         assert isinstance(chunk, ShutdownCompleteChunk)
-        if not self._reflected_tag_ok(packet, chunk.reflected):
-            return False
-        if self._state is State.SHUTDOWN_ACK_SENT:
+        tag_ok = self._reflected_tag_ok(packet, chunk.reflected)
+        if tag_ok and self._state is State.SHUTDOWN_ACK_SENT:
             self._close(ShutdownComplete())
         return False
 

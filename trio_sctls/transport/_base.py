@@ -68,7 +68,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypedDict, TypeVar
@@ -678,8 +678,10 @@ _Listener = TypeVar("_Listener", bound=MessageListener)
 
 
 @asynccontextmanager
-async def aborted_on_exit(transport: _Transport) -> AsyncIterator[_Transport]:
-    """Yield ``transport``; abort it on exit (a no-op once it is closed)."""
+async def aborted_on_exit(connecting: Awaitable[_Transport]) -> AsyncIterator[_Transport]:
+    """Await ``connecting`` and yield the transport; abort it on exit (a no-op once it
+    is closed): a transport's ``open_client`` for the registry."""
+    transport = await connecting
     try:
         yield transport
     finally:
@@ -687,8 +689,10 @@ async def aborted_on_exit(transport: _Transport) -> AsyncIterator[_Transport]:
 
 
 @asynccontextmanager
-async def closed_on_exit(listener: _Listener) -> AsyncIterator[_Listener]:
-    """Yield ``listener``; close it on exit, even when cancelled."""
+async def closed_on_exit(listening: Awaitable[_Listener]) -> AsyncIterator[_Listener]:
+    """Await ``listening`` and yield the listener; close it on exit, even when
+    cancelled: a transport's ``open_server`` for the registry."""
+    listener = await listening
     try:
         yield listener
     finally:

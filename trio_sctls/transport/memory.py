@@ -25,8 +25,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, final
 
 import trio
@@ -447,10 +447,9 @@ async def connect_memory(
     return client
 
 
-@asynccontextmanager
-async def open_client(
+def open_client(
     hosts: tuple[str, ...] | None, port: int, options: TransportOptions
-) -> AsyncIterator[MemoryTransport]:
+) -> AbstractAsyncContextManager[MemoryTransport]:
     """Connect to a memory listener of this process (``hosts`` is ignored) and yield the
     association; whatever is still open on exit is aborted.
 
@@ -458,15 +457,12 @@ async def open_client(
         ConnectionRefusedError: nothing listens on ``port``.
     """
     del hosts
-    connecting = connect_memory(port, **stream_arguments(options))
-    async with aborted_on_exit(await connecting) as transport:
-        yield transport
+    return aborted_on_exit(connect_memory(port, **stream_arguments(options)))
 
 
-@asynccontextmanager
-async def open_server(
+def open_server(
     port: int, hosts: tuple[str, ...] | None, options: TransportOptions
-) -> AsyncIterator[MemoryListener]:
+) -> AbstractAsyncContextManager[MemoryListener]:
     """Listen on memory ``port`` (``hosts`` is ignored) and yield the listener; it is
     closed on exit (associations accepted from it live on: nothing runs for them).
 
@@ -474,6 +470,4 @@ async def open_server(
         OSError: ``EADDRINUSE`` if the port is taken.
     """
     del hosts
-    listening = listen_memory(port, **stream_arguments(options))
-    async with closed_on_exit(await listening) as listener:
-        yield listener
+    return closed_on_exit(listen_memory(port, **stream_arguments(options)))

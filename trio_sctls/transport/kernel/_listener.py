@@ -25,8 +25,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, final
 
 import trio
@@ -370,10 +370,9 @@ async def listen_kernel(
     return KernelListener(sock, max_message_size=max_message_size)
 
 
-@asynccontextmanager
-async def open_client(
+def open_client(
     hosts: tuple[str, ...] | None, port: int, options: TransportOptions
-) -> AsyncIterator[KernelTransport]:
+) -> AbstractAsyncContextManager[KernelTransport]:
     """:func:`connect_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
     association; whatever is still open on exit is aborted. ``hosts`` defaults to
     127.0.0.1."""
@@ -384,19 +383,16 @@ async def open_client(
         timers=timers_of(options),
         **stream_arguments(options),
     )
-    async with aborted_on_exit(await connecting) as transport:
-        yield transport
+    return aborted_on_exit(connecting)
 
 
-@asynccontextmanager
-async def open_server(
+def open_server(
     port: int, hosts: tuple[str, ...] | None, options: TransportOptions
-) -> AsyncIterator[KernelListener]:
+) -> AbstractAsyncContextManager[KernelListener]:
     """:func:`listen_kernel` from :class:`~trio_sctls.TransportOptions`: yields the
     listener; it is closed on exit (accepted associations are sockets of their own and
     live on)."""
     listening = listen_kernel(
         port, hosts=hosts, timers=timers_of(options), **stream_arguments(options)
     )
-    async with closed_on_exit(await listening) as listener:
-        yield listener
+    return closed_on_exit(listening)
