@@ -262,11 +262,6 @@ class MessageTransport(abc.ABC):
         return self._state
 
     @property
-    def auth(self) -> AuthKeys | None:
-        """The SCTP-AUTH keys (RFC 4895) when the association negotiated it, else None."""
-        return None
-
-    @property
     def outbound_streams(self) -> int:
         """The number of streams we may send on (ids ``0..outbound_streams-1``)."""
         return self._outbound_streams
@@ -281,6 +276,11 @@ class MessageTransport(abc.ABC):
         """The largest message accepted from the peer (a larger one aborts the
         association) and the largest we agree to send."""
         return self._max_message_size
+
+    @property
+    def auth(self) -> AuthKeys | None:
+        """The SCTP-AUTH keys (RFC 4895) when the association negotiated it, else None."""
+        return None
 
     @property
     def local_addresses(self) -> list[tuple[str, int]]:
