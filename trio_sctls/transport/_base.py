@@ -628,8 +628,8 @@ class Timers:
     """The liveness knobs (heartbeats, retransmission timeouts and limits): fields that
     :class:`~trio_sctls.TransportOptions` inherits, and what the connect and listen
     functions of each transport take. ``None`` keeps the transport's own default; the
-    fields mean what they mean there (validated there too). Keyword-only, so that the
-    order of the fields, the base's first, never matters.
+    fields mean what they mean there (validated there too). Keyword-only, so that a
+    subclass's fields never shift a positional argument.
 
     Attributes:
         heartbeat_interval: HB.interval, seconds.
@@ -649,8 +649,7 @@ class Timers:
 
 
 def timers_of(options: TransportOptions) -> Timers:
-    """The :class:`Timers` of ``options`` (a :class:`~trio_sctls.TransportOptions` is
-    a Timers with more fields), as a plain Timers."""
+    """The :class:`Timers` fields of ``options``, as a plain Timers."""
     return Timers(
         **{field.name: getattr(options, field.name) for field in dataclasses.fields(Timers)}
     )
@@ -679,8 +678,7 @@ _Listener = TypeVar("_Listener", bound=MessageListener)
 
 @asynccontextmanager
 async def aborted_on_exit(connecting: Awaitable[_Transport]) -> AsyncIterator[_Transport]:
-    """Await ``connecting`` and yield the transport; abort it on exit (a no-op once it
-    is closed): a transport's ``open_client`` for the registry."""
+    """Await ``connecting``; yield the transport, aborted on exit (no-op once closed)."""
     transport = await connecting
     try:
         yield transport
@@ -690,8 +688,7 @@ async def aborted_on_exit(connecting: Awaitable[_Transport]) -> AsyncIterator[_T
 
 @asynccontextmanager
 async def closed_on_exit(listening: Awaitable[_Listener]) -> AsyncIterator[_Listener]:
-    """Await ``listening`` and yield the listener; close it on exit, even when
-    cancelled: a transport's ``open_server`` for the registry."""
+    """Await ``listening``; yield the listener, closed on exit even when cancelled."""
     listener = await listening
     try:
         yield listener
