@@ -194,8 +194,9 @@ class AssociationAuth:
         self._verify_types = local.chunk_types
         self._sign_types = peer.chunk_types
         self._our_hmacs = frozenset(local.hmacs.hmac_ids) & HMACS.keys()
-        #: The HMAC our AUTH chunks use: the peer's favourite among those we know.
-        self.hmac_id = next(h for h in peer.hmacs.hmac_ids if h in HMACS)
+        #: The HMAC our AUTH chunks use: the peer's favourite among those we offered
+        #: (both lists hold SHA-1, so there is one).
+        self.hmac_id = next(h for h in peer.hmacs.hmac_ids if h in self._our_hmacs)
         self._keys: dict[int, bytes] = {0: b""}
         self._derived: dict[int, bytes] = {}
         self._deactivated: set[int] = set()
