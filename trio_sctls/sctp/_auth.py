@@ -49,6 +49,7 @@ from ._auth_wire import (
     RandomParam,
     UnsupportedHmacIdentifier,
 )
+from ._causes import MissingMandatoryParameter
 from ._chunks import Chunk, ErrorChunk
 from ._config import HMAC_SHA1, HMAC_SHA256, SCTPConfig
 from ._errors import LocalProtocolError, ParseError
@@ -66,6 +67,11 @@ _CHUNK_HEADER = struct.Struct("!BBH")
 _AUTH_HEADER = struct.Struct("!BBHHH")
 _BLOB_HEAD = struct.Struct("!H")
 _KEY_IDS = range(65536)
+
+
+class AuthKeyError(LocalProtocolError, ValueError):
+    """A shared key operation the key table does not allow (unknown identifier, the
+    active key, ...): a :class:`ValueError`, as on every transport."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,15 @@ def from_cookie_blob(blob: bytes) -> AssociationAuth | None:
     return AssociationAuth(local, peer)
 
 
+def is_auth_refusal(causes: Iterable[object]) -> bool:
+    """Whether an ABORT's causes say "no SCTP-AUTH": the Missing Mandatory Parameter
+    (RANDOM, HMAC-ALGO) that :func:`~._handshake.init_problem` sends, either way."""
+    return any(
+        isinstance(c, MissingMandatoryParameter) and RandomParam.CODE in c.param_types
+        for c in causes
+    )
+
+
 def leading_chunk(chunks: list[Chunk]) -> Chunk:
     """The chunk that says what a packet is: the first, or the one after a leading AUTH
     (an authenticated COOKIE ECHO arrives as AUTH + COOKIE ECHO, Section 6.3)."""
@@ -184,7 +199,7 @@ class AssociationAuth:
     It is what :attr:`Association.auth <trio_sctls.sctp.Association.auth>` returns once
     both sides agreed on SCTP-AUTH, and it implements the transports'
     :class:`~trio_sctls.transport.AuthKeys` protocol. Key management mistakes raise
-    :class:`LocalProtocolError`.
+    :class:`AuthKeyError`.
     """
 
     def __init__(self, local: AuthSide, peer: AuthSide) -> None:
@@ -234,9 +249,9 @@ class AssociationAuth:
     def add_key(self, key_id: int, secret: bytes) -> None:
         """Install endpoint-pair shared key ``key_id`` (replacing one that is not active)."""
         if key_id not in _KEY_IDS:
-            raise LocalProtocolError(f"shared key identifier {key_id} is not 0..65535")
+            raise AuthKeyError(f"shared key identifier {key_id} is not 0..65535")
         if key_id == self._active and secret != self._keys[key_id]:
-            raise LocalProtocolError(f"shared key {key_id} is active: it cannot be replaced")
+            raise AuthKeyError(f"shared key {key_id} is active: it cannot be replaced")
         self._keys[key_id] = bytes(secret)
         self._derived.pop(key_id, None)
         self._deactivated.discard(key_id)
@@ -245,7 +260,7 @@ class AssociationAuth:
         """Sign what we send from now on with ``key_id``."""
         self._need(key_id)
         if key_id in self._deactivated:
-            raise LocalProtocolError(f"shared key {key_id} was deactivated")
+            raise AuthKeyError(f"shared key {key_id} was deactivated")
         self._active = key_id
 
     def deactivate_key(self, key_id: int) -> None:
@@ -262,12 +277,12 @@ class AssociationAuth:
 
     def _need(self, key_id: int) -> None:
         if key_id not in self._keys:
-            raise LocalProtocolError(f"no shared key {key_id}")
+            raise AuthKeyError(f"no shared key {key_id}")
 
     def _need_inactive(self, key_id: int) -> None:
         self._need(key_id)
         if key_id == self._active:
-            raise LocalProtocolError(f"shared key {key_id} is the active key")
+            raise AuthKeyError(f"shared key {key_id} is the active key")
 
     def _association_key(self, key_id: int) -> bytes | None:
         """Section 6.1: the endpoint-pair key, then the smaller and the larger vector."""
