@@ -90,7 +90,8 @@ class Wire:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.received: list[bytes] = []
-        self.tamper_sent = self.tamper_received = False
+        #: "sent", "received": tamper with the next DATA datagram going that way.
+        self.tamper: set[str] = set()
         self.tampered = 0
 
     def _tamper(self, datagram: bytes) -> bytes:
@@ -114,16 +115,15 @@ class Wire:
         return drive(core, sock, peer, until, timeout, self.outgoing, self.incoming)
 
     def outgoing(self, datagram: bytes) -> bytes:
-        self.sent.append(datagram)
-        if self.tamper_sent and _data_offset(datagram) is not None:
-            self.tamper_sent = False
-            return self._tamper(datagram)
-        return datagram
+        return self._pass(datagram, self.sent, "sent")
 
     def incoming(self, datagram: bytes) -> bytes:
-        self.received.append(datagram)
-        if self.tamper_received and _data_offset(datagram) is not None:
-            self.tamper_received = False
+        return self._pass(datagram, self.received, "received")
+
+    def _pass(self, datagram: bytes, log: list[bytes], way: str) -> bytes:
+        log.append(datagram)
+        if way in self.tamper and _data_offset(datagram) is not None:
+            self.tamper.discard(way)
             return self._tamper(datagram)
         return datagram
 
@@ -168,7 +168,7 @@ def test_our_authenticated_client_and_a_kernel_server(
     auth = use_the_key(client.auth)
 
     # Ours to the kernel: the first DATA packet is tampered with and must be dropped.
-    wire.tamper_sent = True
+    wire.tamper.add("sent")
     message = os.urandom(3000)
     client.send(message)
     wire.drive(client, sock, kernel, lambda e: "conn" in accepted, 10)
@@ -183,7 +183,7 @@ def test_our_authenticated_client_and_a_kernel_server(
     assert {a.key_id for a in auth_before_data(wire.sent)} == {KEY}
 
     # The kernel's to us: the first DATA packet is tampered with; we drop and count it.
-    wire.tamper_received = True
+    wire.tamper.add("received")
     answer = os.urandom(3000)
     conn.sendall(answer)
     events = wire.drive(client, sock, kernel, lambda e: len(_received(e)) >= len(answer))
@@ -223,12 +223,12 @@ def test_a_kernel_client_authenticates_to_our_endpoint(
     wire.drive(endpoint, sock, kernel, lambda e: any(isinstance(x, AssociationUp) for x in e))
     (assoc,) = endpoint.associations
     auth = use_the_key(assoc.auth)
-    wire.tamper_received = True
+    wire.tamper.add("received")
     keys_ready.set()
     events = wire.drive(endpoint, sock, kernel, lambda e: len(_received(e)) >= len(message))
     assert _received(events) == message
     assert auth.counters.bad_hmac == 1
-    wire.tamper_sent = True
+    wire.tamper.add("sent")
     assoc.send(b"reply")
     wire.drive(endpoint, sock, kernel, lambda e: assoc.closed, 20)
     assert wire.tampered == 2
