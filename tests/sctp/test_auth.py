@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.sctp.harness import Net, chunks_of, connected, data_chunks, fast_config, pair, tap
+from tests.sctp.harness import Net, Node, chunks_of, connected, data_chunks, fast_config, pair, tap
 from tests.sctp.test_fuzz_parsers import PARSERS
 from trio_sctls.sctp import (
+    Association,
     AssociationAborted,
     LocalProtocolError,
     Packet,
@@ -362,3 +364,18 @@ def test_mutated_authenticated_packets_never_hurt_the_association(
     assert net.b.assoc.state is State.ESTABLISHED
     net.a.assoc.send(b"still fine", 0)
     assert net.run_until(lambda: net.b.messages()[-1:] == [b"still fine"], 10)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_init_collision_agrees_on_one_key(seed: int) -> None:
+    a = Association(AUTH, local_port=7000, remote_port=7001, rng=random.Random(seed))
+    b = Association(AUTH, local_port=7001, remote_port=7000, rng=random.Random(seed + 10))
+    net = Net(Node(a), Node(b), seed=seed, jitter=0.01)
+    a.connect(0.0)
+    b.connect(0.0)
+    assert net.run_until(lambda: a.established and b.established, 30)
+    a.send(b"ping")
+    b.send(b"pong")
+    assert net.run_until(lambda: net.b.messages() == [b"ping"] and net.a.messages() == [b"pong"])
+    assert a.auth is not None and b.auth is not None
+    assert a.auth.counters.dropped_chunks == b.auth.counters.dropped_chunks == 0

@@ -56,12 +56,14 @@ class HandshakeMixin(AuthMixin):
             self._control.append(bytes(ShutdownAckChunk()))  # Section 9.2
             return False
         tie = (0, 0)
+        local_auth = None
         if st is State.CLOSED:
             # Listening: a stateless answer with fresh tag and TSN.
             local_tag, local_tsn = self._random_tag(), self._rng.getrandbits(32)
         elif st in (State.COOKIE_WAIT, State.COOKIE_ECHOED):
             # Section 5.2.1: an INIT collision: answer with our original tag and TSN.
             local_tag, local_tsn = self._local_tag, self._local_tsn
+            local_auth = self._auth_local
             if st is State.COOKIE_ECHOED:
                 tie = (self._local_tag, self._peer_tag)
         else:
@@ -79,6 +81,7 @@ class HandshakeMixin(AuthMixin):
             secret=self._secret,
             context=self._context,
             tie_tags=tie,
+            local_auth=local_auth,
         )
         self._oob.append(
             bytes(Packet(self.local_port, self.remote_port, chunk.initiate_tag, [ack]))

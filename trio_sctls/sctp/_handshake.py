@@ -252,19 +252,23 @@ def build_init_ack(
     secret: bytes,
     context: bytes,
     tie_tags: tuple[int, int] = (0, 0),
+    local_auth: AuthSide | None = None,
 ) -> InitAckChunk:
     """The INIT ACK answering ``init``, with a sealed State Cookie (Section 5.1, step B).
 
     Unknown INIT parameters that ask to be reported come back as Unrecognized Parameter
-    parameters (Section 3.2.2).
+    parameters (Section 3.2.2). With SCTP-AUTH, ``local_auth`` is the RANDOM etc. of the
+    INIT we sent ourselves (an INIT collision: both legs then agree on one key vector);
+    otherwise fresh ones are drawn.
     """
     peer = read_peer_params(init.params)
     outbound, inbound = negotiate_streams(config, init.outbound_streams, init.inbound_streams)
     # Section 5.2.6: a Cookie Preservative asks for a longer life; we grant it, capped.
     extra = min(peer.preservative_ms / 1000.0, MAX_PRESERVATIVE)
-    local_auth = peer_auth = None
+    peer_auth = None
     if config.auth:
-        local_auth, peer_auth = AuthSide.ours(config), AuthSide.find(init.params)
+        local_auth = local_auth or AuthSide.ours(config)
+        peer_auth = AuthSide.find(init.params)
     state = CookieState(
         created=now,
         lifetime=config.cookie_lifetime + extra,
