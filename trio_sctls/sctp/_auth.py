@@ -42,6 +42,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from crc32c import crc32c
+
 from ._auth_wire import (
     AuthChunk,
     ChunkListParam,
@@ -53,7 +55,7 @@ from ._causes import MissingMandatoryParameter
 from ._chunks import Chunk, ErrorChunk
 from ._config import HMAC_SHA1, HMAC_SHA256, SCTPConfig
 from ._errors import LocalProtocolError, ParseError
-from ._packet import COMMON_HEADER_SIZE, Packet, finish_packet
+from ._packet import COMMON_HEADER_SIZE, Packet
 from ._params import Param, parse_params
 from ._tlv import join_tlvs
 
@@ -66,6 +68,8 @@ AUTH_PARAM_TYPES = (RandomParam.CODE, HmacAlgoParam.CODE)
 _CHUNK_HEADER = struct.Struct("!BBH")
 _AUTH_HEADER = struct.Struct("!BBHHH")
 _BLOB_HEAD = struct.Struct("!H")
+_CRC = struct.Struct("<I")  # the CRC32c field, least significant byte first (_packet)
+_ZEROS = {n: bytes(n) for n in (4, *(size for _name, size in HMACS.values()))}
 _KEY_IDS = range(65536)
 
 
@@ -213,7 +217,8 @@ class AssociationAuth:
         #: (both lists hold SHA-1, so there is one).
         self.hmac_id = next(h for h in peer.hmacs.hmac_ids if h in self._our_hmacs)
         self._keys: dict[int, bytes] = {0: b""}
-        self._derived: dict[int, bytes] = {}
+        #: (key id, HMAC id) -> an HMAC keyed with the association key, copied per use.
+        self._macs: dict[tuple[int, int], hmac.HMAC] = {}
         self._deactivated: set[int] = set()
         self._active = 0
         #: What was discarded, by reason.
@@ -253,7 +258,7 @@ class AssociationAuth:
         if key_id == self._active and secret != self._keys[key_id]:
             raise AuthKeyError(f"shared key {key_id} is active: it cannot be replaced")
         self._keys[key_id] = bytes(secret)
-        self._derived.pop(key_id, None)
+        self._forget_macs(key_id)
         self._deactivated.discard(key_id)
 
     def activate_key(self, key_id: int) -> None:
@@ -272,7 +277,7 @@ class AssociationAuth:
         """Forget ``key_id``: what the peer signs with it is dropped from now on."""
         self._need_inactive(key_id)
         del self._keys[key_id]
-        self._derived.pop(key_id, None)
+        self._forget_macs(key_id)
         self._deactivated.discard(key_id)
 
     def _need(self, key_id: int) -> None:
@@ -284,15 +289,21 @@ class AssociationAuth:
         if key_id == self._active:
             raise AuthKeyError(f"shared key {key_id} is the active key")
 
-    def _association_key(self, key_id: int) -> bytes | None:
-        """Section 6.1: the endpoint-pair key, then the smaller and the larger vector."""
-        key = self._derived.get(key_id)
-        if key is None:
+    def _forget_macs(self, key_id: int) -> None:
+        for hmac_id in HMACS:
+            self._macs.pop((key_id, hmac_id), None)
+
+    def _mac(self, key_id: int, hmac_id: int) -> hmac.HMAC | None:
+        """A fresh HMAC under the association key of ``key_id`` (Section 6.1: the
+        endpoint-pair key, then the smaller and the larger key vector), or ``None``."""
+        keyed = self._macs.get((key_id, hmac_id))
+        if keyed is None:
             secret = self._keys.get(key_id)
             if secret is None:
                 return None
-            key = self._derived[key_id] = secret + self._vectors
-        return key
+            keyed = hmac.new(secret + self._vectors, digestmod=HMACS[hmac_id][0])
+            self._macs[key_id, hmac_id] = keyed
+        return keyed.copy()
 
     # -- sending ----------------------------------------------------------------------
 
@@ -313,16 +324,21 @@ class AssociationAuth:
             if length < 4:
                 return packet
             offset += (length + 3) & ~3
-        name, size = HMACS[self.hmac_id]
-        key = self._association_key(self._active)
-        assert key is not None  # the active key cannot be deleted
-        buf = bytearray(packet[:offset])
-        buf[8:12] = bytes(4)
-        buf += _AUTH_HEADER.pack(AuthChunk.CODE, 0, 8 + size, self._active, self.hmac_id)
-        buf += bytes(size)
-        buf += packet[offset:]
-        buf[offset + 8 : offset + 8 + size] = hmac.digest(key, memoryview(buf)[offset:], name)
-        return finish_packet(buf)
+        hmac_id, active = self.hmac_id, self._active
+        size = HMACS[hmac_id][1]
+        mac = self._mac(active, hmac_id)
+        assert mac is not None  # the active key cannot be deleted
+        view = memoryview(packet)
+        head = _AUTH_HEADER.pack(AuthChunk.CODE, 0, 8 + size, active, hmac_id)
+        mac.update(head)
+        mac.update(_ZEROS[size])
+        mac.update(view[offset:])
+        auth = head + mac.digest()
+        # The checksum over the new packet, its own field zero, without building it twice.
+        crc = crc32c(view[:8])
+        for part in (_ZEROS[4], view[12:offset], auth, view[offset:]):
+            crc = crc32c(part, crc)
+        return b"".join((view[:8], _CRC.pack(crc), view[12:offset], auth, view[offset:]))
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -356,19 +372,20 @@ class AssociationAuth:
             counters.unsupported_hmac += 1
             self.report = bytes(ErrorChunk((UnsupportedHmacIdentifier(chunk.hmac_id),)))
             return False
-        key = self._association_key(chunk.key_id)
-        if key is None:
+        mac = self._mac(chunk.key_id, chunk.hmac_id)
+        if mac is None:
             counters.unknown_key += 1
             return False
-        name, size = HMACS[chunk.hmac_id]
-        raw = packet.raw or bytes(packet)
-        offset = _chunk_offset(raw, index)
+        size = HMACS[chunk.hmac_id][1]
+        view = memoryview(packet.raw or bytes(packet))
+        offset = _chunk_offset(view, index)
         if len(chunk.hmac) != size or offset is None:
             counters.bad_hmac += 1
             return False
-        covered = bytearray(raw[offset:])
-        covered[8 : 8 + size] = bytes(size)
-        if not hmac.compare_digest(hmac.digest(key, covered, name), chunk.hmac):
+        mac.update(view[offset : offset + 8])
+        mac.update(_ZEROS[size])
+        mac.update(view[offset + 8 + size :])
+        if not hmac.compare_digest(mac.digest(), chunk.hmac):
             counters.bad_hmac += 1
             return False
         return True
