@@ -28,6 +28,7 @@ from ._association import wrap_transport as wrap_transport
 from ._errors import AssociationAbortedError as AssociationAbortedError
 from ._errors import AssociationError as AssociationError
 from ._errors import AssociationLostError as AssociationLostError
+from ._errors import AuthNotSupportedError as AuthNotSupportedError
 from ._errors import BufferLimitError as BufferLimitError
 from ._errors import HandshakeError as HandshakeError
 from ._errors import PeerIdentityError as PeerIdentityError

@@ -23,6 +23,15 @@ class SCTPNotSupportedError(SCTLSError, OSError):
     """
 
 
+class AuthNotSupportedError(SCTLSError, ConnectionRefusedError):
+    """SCTP-AUTH (RFC 4895) was required (``auth=True``) and the peer does not offer it.
+
+    Raised by connecting, like any refused association (it is a
+    :class:`ConnectionRefusedError`): DTLS over SCTP (RFC 6083) is not safe without
+    authenticated DATA, so there is no falling back to plain SCTP.
+    """
+
+
 class AssociationError(SCTLSError, trio.BrokenResourceError):
     """The association is unusable: aborted by us, by the peer, or lost.
 

@@ -46,3 +46,16 @@ def kernel_sctp_over_udp(kernel_port: int, our_port: int) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             (SYSCTL / name).write_text(value)
+
+
+@contextmanager
+def kernel_auth_enabled(value: int = 1) -> Iterator[None]:
+    """``net.sctp.auth_enable`` at ``value`` until the block ends (Linux reads it when a
+    socket is created, so create the kernel's sockets inside the block)."""
+    path = SYSCTL / "auth_enable"
+    saved = path.read_text()
+    try:
+        path.write_text(str(value))
+        yield
+    finally:
+        path.write_text(saved)

@@ -51,7 +51,9 @@ def weight(obj: object) -> int:
     if isinstance(obj, tuple | list):
         return 1 + sum(weight(x) for x in obj)
     if dataclasses.is_dataclass(obj):
-        return 1 + sum(weight(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+        # Fields left out of comparisons (a packet's ``raw``) refer to the input itself.
+        fields = [f for f in dataclasses.fields(obj) if f.compare]
+        return 1 + sum(weight(getattr(obj, f.name)) for f in fields)
     raise AssertionError(f"unexpected object in a parse result: {obj!r}")
 
 

@@ -58,20 +58,23 @@ def drive(
     peer: tuple[str, int],
     until: Callable[[list[Event]], bool],
     timeout: float = 20.0,
+    outgoing: Callable[[bytes], bytes] = lambda data: data,
+    incoming: Callable[[bytes], bytes] = lambda data: data,
 ) -> list[Event]:
-    """Run the core on a real socket and clock until ``until(events)`` holds."""
+    """Run the core on a real socket and clock until ``until(events)`` holds;
+    ``outgoing`` and ``incoming`` see (and may rewrite) each datagram on its way."""
     events: list[Event] = []
     limit = time.monotonic() + timeout
     while time.monotonic() < limit:
         now = time.monotonic()
         if isinstance(core, Endpoint):
             for data, addr in core.datagrams_to_send(now):
-                sock.sendto(data, addr)  # type: ignore[call-overload]
+                sock.sendto(outgoing(data), addr)  # type: ignore[call-overload]
             while (pair := core.next_event()) is not None:
                 events.append(pair[1])
         else:
             for data in core.datagrams_to_send(now):
-                sock.sendto(data, peer)
+                sock.sendto(outgoing(data), peer)
             while (event := core.next_event()) is not None:
                 events.append(event)
         if until(events):
@@ -84,6 +87,7 @@ def drive(
                     data, addr = sock.recvfrom(65536)
                 except BlockingIOError:
                     break
+                data = incoming(data)
                 if isinstance(core, Endpoint):
                     core.receive_datagram(data, addr, time.monotonic())
                 else:

@@ -8,6 +8,13 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from trio_sctls.sctp import CAUSE_TYPES, CHUNK_TYPES, PARAM_TYPES, Packet, ParseError
+from trio_sctls.sctp._auth_wire import (
+    AuthChunk,
+    ChunkListParam,
+    HmacAlgoParam,
+    RandomParam,
+    UnsupportedHmacIdentifier,
+)
 from trio_sctls.sctp._causes import (
     CookieWhileShuttingDown,
     ErrorCause,
@@ -92,6 +99,9 @@ PARAMS: list[Param] = [
     AddOutgoingStreamsRequest(14, 3),
     AddIncomingStreamsRequest(15, 4),
     UnknownParam(0x4321, b"abcde"),
+    RandomParam(bytes(32)),
+    ChunkListParam((0, 3)),
+    HmacAlgoParam((3, 1)),
 ]
 
 CAUSES: list[ErrorCause] = [
@@ -109,6 +119,7 @@ CAUSES: list[ErrorCause] = [
     UserInitiatedAbort(b"going away"),
     ProtocolViolationCause(b"bad"),
     UnknownCause(77, b"q"),
+    UnsupportedHmacIdentifier(2),
 ]
 
 CHUNKS: list[Chunk] = [
@@ -132,6 +143,7 @@ CHUNKS: list[Chunk] = [
     ReconfigChunk((OutgoingSSNResetRequest(1, 2, 3, (4,)), ReconfigResponse(5, 6))),
     ForwardTsnChunk(5, ((1, 2), (3, 4))),
     UnknownChunk(0xC7, 0x5A, b"abc"),
+    AuthChunk(1, 3, bytes(range(32))),
 ]
 
 
@@ -165,9 +177,11 @@ def test_every_chunk_round_trips(chunk: Chunk) -> None:
 
 
 def test_registries_cover_every_rfc_9260_type() -> None:
-    assert set(CHUNK_TYPES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 0x82, 0xC0}
-    assert set(CAUSE_TYPES) == set(range(1, 14))
-    assert {1, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 0x8008, 0xC000} == set(PARAM_TYPES)
+    # With SCTP-AUTH (RFC 4895): chunk 0x0F, cause 0x0105, parameters 0x8002..0x8004.
+    assert set(CHUNK_TYPES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 0x0F, 0x82, 0xC0}
+    assert set(CAUSE_TYPES) == {*range(1, 14), 0x0105}
+    params = {1, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 0x8002, 0x8003, 0x8004}
+    assert params | {0x8008, 0xC000} == set(PARAM_TYPES)
     covered = {type(c) for c in CHUNKS} | {type(p) for p in PARAMS} | {type(c) for c in CAUSES}
     assert set(CHUNK_TYPES.values()) <= covered
     assert set(PARAM_TYPES.values()) <= covered

@@ -76,9 +76,14 @@ How it is built, and the hazards
   ``Association._set_state``.
 * One path only: SCTP multi-homing is meaningless over one UDP socket pair; the peer's
   address parameters are ignored and heartbeats keep that one path alive.
+* SCTP-AUTH (RFC 4895) with ``SCTPConfig(auth=True)``, required of the peer: RANDOM,
+  CHUNKS and HMAC-ALGO in INIT / INIT ACK (and in our State Cookie), AUTH chunks added to
+  finished packets and checked before chunk dispatch, HMAC-SHA-1 and -SHA-256. The keys
+  and drop counters are ``association.auth`` (:class:`AssociationAuth`, which the
+  transports hand out as their ``auth``); see ``_auth``'s theory of operation.
 
 Not implemented: multi-homing and path failover, PR-SCTP (FORWARD TSN is parsed and
-reported as unrecognized), I-DATA (RFC 8260), SCTP-AUTH (RFC 4895), ECN, partial
+reported as unrecognized), I-DATA (RFC 8260), ECN, partial
 delivery (so ``max_message_size`` may not exceed ``receive_buffer``), per-message
 send-failure events (messages still queued when an association ends are simply
 dropped; ``queued_bytes`` says how much), and RFC 6525 requests other than Outgoing
@@ -92,6 +97,9 @@ associations cost memory and their heartbeats, nothing per event.
 """
 
 from ._association import Association as Association
+from ._auth import AssociationAuth as AssociationAuth
+from ._auth import AuthCounters as AuthCounters
+from ._auth import AuthKeyError as AuthKeyError
 from ._causes import CAUSE_TYPES as CAUSE_TYPES
 from ._causes import ErrorCause as ErrorCause
 from ._causes import UserInitiatedAbort as UserInitiatedAbort

@@ -8,7 +8,7 @@ are in ``_handshake``.
 
 from __future__ import annotations
 
-from ._assoc_base import AssociationBase
+from ._assoc_auth import AuthMixin
 from ._causes import MissingMandatoryParameter, StaleCookie
 from ._chunks import Chunk, CookieEchoChunk, ErrorChunk, InitAckChunk, InitChunk, ShutdownAckChunk
 from ._events import AssociationLost
@@ -28,11 +28,13 @@ from ._state import State
 _M32 = 0xFFFFFFFF
 
 
-class HandshakeMixin(AssociationBase):
+class HandshakeMixin(AuthMixin):
     """Handlers of the handshake chunks; see :class:`~trio_sctls.sctp.Association`."""
 
     def _send_init(self, now: float, preservative_ms: int = 0) -> None:
-        init = build_init(self.config, self._local_tag, self._local_tsn, preservative_ms)
+        init = build_init(
+            self.config, self._local_tag, self._local_tsn, preservative_ms, self._auth_for_init()
+        )
         self._t1_chunk = bytes(init)
         self._set_state(State.COOKIE_WAIT)
         self._t1_rto = self.config.rto_initial
@@ -42,7 +44,7 @@ class HandshakeMixin(AssociationBase):
         assert isinstance(chunk, InitChunk)
         if packet.verification_tag != 0 or chunk.initiate_tag == 0:
             return False  # Sections 8.5.1 (A) and 3.3.2: discard
-        problem = init_problem(chunk)
+        problem = init_problem(chunk, self.config)
         if problem is not None:
             self._oob.append(bytes(abort_init(chunk, packet, problem)))
             return False
@@ -54,12 +56,14 @@ class HandshakeMixin(AssociationBase):
             self._control.append(bytes(ShutdownAckChunk()))  # Section 9.2
             return False
         tie = (0, 0)
+        local_auth = None
         if st is State.CLOSED:
             # Listening: a stateless answer with fresh tag and TSN.
             local_tag, local_tsn = self._random_tag(), self._rng.getrandbits(32)
         elif st in (State.COOKIE_WAIT, State.COOKIE_ECHOED):
             # Section 5.2.1: an INIT collision: answer with our original tag and TSN.
             local_tag, local_tsn = self._local_tag, self._local_tsn
+            local_auth = self._auth_local
             if st is State.COOKIE_ECHOED:
                 tie = (self._local_tag, self._peer_tag)
         else:
@@ -77,6 +81,7 @@ class HandshakeMixin(AssociationBase):
             secret=self._secret,
             context=self._context,
             tie_tags=tie,
+            local_auth=local_auth,
         )
         self._oob.append(
             bytes(Packet(self.local_port, self.remote_port, chunk.initiate_tag, [ack]))
@@ -88,12 +93,13 @@ class HandshakeMixin(AssociationBase):
         if self._state is not State.COOKIE_WAIT or not self._tag_ok(packet):
             return False  # Section 5.2.3: an unexpected INIT ACK is discarded
         peer = read_peer_params(chunk.params)
-        problem = init_problem(chunk)
+        problem = init_problem(chunk, self.config)
         if problem is None and peer.cookie is None:
             problem = MissingMandatoryParameter((7,))
         if problem is not None or chunk.initiate_tag == 0:
             self._peer_tag = chunk.initiate_tag
-            self._abort((problem,) if problem else (), "invalid INIT ACK")
+            detail = f": {problem.describe()}" if problem else ""
+            self._abort((problem,) if problem else (), f"invalid INIT ACK{detail}")
             return False
         assert peer.cookie is not None
         self._peer_tag = chunk.initiate_tag
@@ -102,6 +108,7 @@ class HandshakeMixin(AssociationBase):
             self.config, chunk.outbound_streams, chunk.inbound_streams
         )
         self._build_tcb(chunk.initial_tsn, chunk.a_rwnd, outbound, inbound)
+        self._auth_on_init_ack(chunk.params)
         self._t1_chunk = bytes(CookieEchoChunk(peer.cookie))
         if peer.unrecognized:
             # Section 3.2.2: report them in an ERROR bundled after the COOKIE ECHO.
@@ -175,6 +182,7 @@ class HandshakeMixin(AssociationBase):
         self._peer_tag = cookie.peer_tag
         self._local_tsn = cookie.local_tsn
         self._peer_reconfig = cookie.peer_reconfig
+        self._auth_on_cookie(cookie)
         self._build_tcb(
             cookie.peer_tsn, cookie.peer_rwnd, cookie.outbound_streams, cookie.inbound_streams
         )

@@ -209,6 +209,8 @@ class Association(HandshakeMixin):
         if packet.destination_port != self.local_port or packet.source_port != self.remote_port:
             return
         chunks = packet.chunks
+        if self.config.auth:
+            chunks = self._auth_admit(packet)  # SCTP-AUTH (RFC 4895): see _assoc_auth
         if not chunks:
             return
         if len(chunks) > 1 and any(
@@ -570,10 +572,10 @@ class Association(HandshakeMixin):
         if self._state not in ALIVE:
             self._control.clear()
             self._trailing.clear()
-            return out
+            return self._auth_sign(out)
         send, recv = self._send, self._recv
         assert send is not None and recv is not None
-        limit = self.config.max_packet_size
+        limit = self.config.max_packet_size - self.config.auth_overhead  # room for AUTH
         header = packet_header(self.local_port, self.remote_port, self._peer_tag)
         buf = bytearray(header)
         if self._cookie_ack:
@@ -609,7 +611,7 @@ class Association(HandshakeMixin):
             buf = _bundle(self._trailing, buf, header, limit, out)
         if len(buf) > len(header):
             out.append(finish_packet(buf))
-        return out
+        return self._auth_sign(out)
 
     # == the state machine ======================================================================
 

@@ -104,6 +104,10 @@ class MissingMandatoryParameter(KnownCause):
         n = len(self.param_types)
         return struct.pack(f"!I{n}H", n, *self.param_types)
 
+    def describe(self) -> str:
+        """Name the missing parameter types."""
+        return "missing mandatory parameters " + ", ".join(f"{t:#06x}" for t in self.param_types)
+
 
 @_cause(3)
 class StaleCookie(KnownCause):

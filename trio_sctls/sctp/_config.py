@@ -13,6 +13,12 @@ DATA_OVERHEAD = 12 + 16
 #: Room kept in every full DATA packet for a SACK without gap blocks (16 bytes), so the
 #: receiver side can piggyback its acknowledgement on data instead of a packet of its own.
 SACK_ROOM = 16
+#: The largest AUTH chunk we send (RFC 4895, Section 4.2): header, key and HMAC ids,
+#: an HMAC-SHA-256. Packets reserve it when SCTP-AUTH is on.
+MAX_AUTH_CHUNK_SIZE = 4 + 4 + 32
+#: HMAC identifiers (RFC 4895, Section 6.1): SHA-1 (mandatory) and SHA-256.
+HMAC_SHA1 = 1
+HMAC_SHA256 = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,13 @@ class SCTPConfig:
             window closes while it does not (back-pressure on the peer).
         reconfig: announce RE-CONFIG (RFC 6525) in the Supported Extensions parameter,
             which stream resets need on both sides.
+        auth: negotiate SCTP-AUTH (RFC 4895) and require it: a peer that does not
+            announce it is refused (its INIT) or aborted (its INIT ACK).
+        auth_chunks: chunk types the peer must authenticate (our CHUNKS parameter);
+            DATA by default, as DTLS over SCTP (RFC 6083) asks. INIT, INIT ACK,
+            SHUTDOWN COMPLETE and AUTH are not allowed (Section 3.2).
+        auth_hmacs: HMAC identifiers we accept, most preferred first (our HMAC-ALGO
+            parameter); SHA-1 must be among them (Section 3.3).
         shutdown_guard: T5-shutdown-guard: how long a SHUTDOWN may take before we abort
             (Section 9.2 suggests 5 * RTO.Max).
     """
@@ -67,6 +80,9 @@ class SCTPConfig:
     auto_consume: bool = True
     reconfig: bool = True
     shutdown_guard: float = 300.0
+    auth: bool = False
+    auth_chunks: tuple[int, ...] = (0,)
+    auth_hmacs: tuple[int, ...] = (HMAC_SHA256, HMAC_SHA1)
 
     def __post_init__(self) -> None:
         if not (1 <= self.outbound_streams <= 65535 and 1 <= self.max_inbound_streams <= 65535):
@@ -84,6 +100,13 @@ class SCTPConfig:
             raise LocalProtocolError("need 0 < rto_min <= rto_initial <= rto_max")
         if not 0 <= self.sack_delay <= 0.5:
             raise LocalProtocolError("sack_delay must be between 0 and 0.5 s (Section 6.2)")
+        if HMAC_SHA1 not in self.auth_hmacs or not set(self.auth_hmacs) <= {1, 3}:
+            raise LocalProtocolError("auth_hmacs: SHA-1 (1) is required, SHA-256 (3) optional")
+        if not set(self.auth_chunks) <= set(range(256)) - {1, 2, 14, 15}:
+            raise LocalProtocolError(
+                "auth_chunks: chunk types 0..255, but never INIT (1), INIT ACK (2), "
+                "SHUTDOWN COMPLETE (14) or AUTH (15)"
+            )
 
     @property
     def max_packet_size(self) -> int:
@@ -93,4 +116,9 @@ class SCTPConfig:
     @property
     def max_fragment_size(self) -> int:
         """User data bytes per DATA chunk: a full packet, less room for a SACK."""
-        return (self.max_packet_size - DATA_OVERHEAD - SACK_ROOM) & ~3
+        return (self.max_packet_size - self.auth_overhead - DATA_OVERHEAD - SACK_ROOM) & ~3
+
+    @property
+    def auth_overhead(self) -> int:
+        """Bytes every packet keeps free for an AUTH chunk (0 without SCTP-AUTH)."""
+        return MAX_AUTH_CHUNK_SIZE if self.auth else 0

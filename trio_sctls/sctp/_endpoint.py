@@ -31,6 +31,7 @@ from collections.abc import Callable, Hashable
 
 from ._assoc_base import with_defaults
 from ._association import Association
+from ._auth import leading_chunk
 from ._chunks import CookieEchoChunk, InitChunk, ShutdownAckChunk
 from ._config import SCTPConfig
 from ._errors import LocalProtocolError, ParseError
@@ -220,7 +221,7 @@ class Endpoint:
         if not chunks or packet.destination_port != self.local_port:
             self._reply(ootb_response(packet), addr)
             return
-        first = chunks[0]
+        first = leading_chunk(chunks)  # an authenticated COOKIE ECHO follows an AUTH
         until = self._linger.get(packet.verification_tag)
         if until is not None and now <= until:
             if isinstance(first, ShutdownAckChunk):
@@ -243,7 +244,7 @@ class Endpoint:
         """Section 5.1, B: answer statelessly, everything in the cookie."""
         if packet.verification_tag != 0 or init.initiate_tag == 0:
             return
-        problem = init_problem(init)
+        problem = init_problem(init, self.config)
         if problem is not None:
             self._reply(abort_init(init, packet, problem), addr)
             return

@@ -16,9 +16,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ._auth import AUTH_PARAM_TYPES, AuthSide, cookie_blob
+from ._auth_wire import AUTH_CHUNK_TYPE
 from ._causes import (
     ErrorCause,
     InvalidMandatoryParameter,
+    MissingMandatoryParameter,
     StaleCookie,
     UnrecognizedParameters,
     UnresolvableAddress,
@@ -88,43 +91,48 @@ class CookieState:
     local_tie_tag: int = 0
     peer_tie_tag: int = 0
     peer_reconfig: bool = False
+    #: Both sides' SCTP-AUTH parameters (``_auth.cookie_blob``), or empty.
+    auth: bytes = b""
 
     def seal(self, secret: bytes, context: bytes) -> bytes:
         """The cookie bytes: the fields, then HMAC-SHA256(secret, fields + context)."""
-        body = _COOKIE.pack(
-            _COOKIE_VERSION,
-            _FLAG_PEER_RECONFIG if self.peer_reconfig else 0,
-            self.created,
-            self.lifetime,
-            self.local_tag,
-            self.peer_tag,
-            self.local_tsn,
-            self.peer_tsn,
-            self.peer_rwnd,
-            self.local_port,
-            self.peer_port,
-            self.outbound_streams,
-            self.inbound_streams,
-            self.local_tie_tag,
-            self.peer_tie_tag,
+        body = (
+            _COOKIE.pack(
+                _COOKIE_VERSION,
+                _FLAG_PEER_RECONFIG if self.peer_reconfig else 0,
+                self.created,
+                self.lifetime,
+                self.local_tag,
+                self.peer_tag,
+                self.local_tsn,
+                self.peer_tsn,
+                self.peer_rwnd,
+                self.local_port,
+                self.peer_port,
+                self.outbound_streams,
+                self.inbound_streams,
+                self.local_tie_tag,
+                self.peer_tie_tag,
+            )
+            + self.auth
         )
         return body + hmac.digest(secret, body + context, "sha256")
 
     @classmethod
     def open(cls, cookie: bytes, secret: bytes, context: bytes) -> CookieState | None:
         """Check a cookie's MAC and decode it; ``None`` if it is not one of ours."""
-        if len(cookie) != _COOKIE.size + _MAC_SIZE:
+        if len(cookie) < _COOKIE.size + _MAC_SIZE:
             return None
-        body, mac = cookie[: _COOKIE.size], cookie[_COOKIE.size :]
+        body, mac = cookie[:-_MAC_SIZE], cookie[-_MAC_SIZE:]
         if not hmac.compare_digest(mac, hmac.digest(secret, body + context, "sha256")):
             return None
         (version, flags, created, lifetime, ltag, ptag, ltsn, ptsn, prwnd, lport, pport,
-         os_, is_, ltie, ptie) = _COOKIE.unpack(body)  # fmt: skip
+         os_, is_, ltie, ptie) = _COOKIE.unpack_from(body)  # fmt: skip
         if version != _COOKIE_VERSION:
             return None
         return cls(
             created, lifetime, ltag, ptag, ltsn, ptsn, prwnd, lport, pport,
-            os_, is_, ltie, ptie, bool(flags & _FLAG_PEER_RECONFIG),
+            os_, is_, ltie, ptie, bool(flags & _FLAG_PEER_RECONFIG), body[_COOKIE.size :],
         )  # fmt: skip
 
 
@@ -167,17 +175,29 @@ def read_peer_params(params: tuple[Param, ...]) -> PeerParams:
     return out
 
 
-def our_params(config: SCTPConfig) -> list[Param]:
-    """The parameters we put in every INIT and INIT ACK."""
+def our_params(config: SCTPConfig, auth: AuthSide | None = None) -> list[Param]:
+    """The parameters we put in every INIT and INIT ACK (with our SCTP-AUTH ones, RFC
+    4895 Section 3, when ``auth`` is given)."""
     params: list[Param] = [SupportedAddressTypes((5, 6))]
-    if config.reconfig:
-        params.append(SupportedExtensions((RECONFIG_CHUNK_TYPE,)))
+    extensions: tuple[int, ...] = (RECONFIG_CHUNK_TYPE,) if config.reconfig else ()
+    if auth is not None:
+        extensions += (AUTH_CHUNK_TYPE,)
+    if extensions:
+        params.append(SupportedExtensions(extensions))
+    if auth is not None:
+        params.extend(auth.params)
     return params
 
 
-def build_init(config: SCTPConfig, tag: int, tsn: int, preservative_ms: int = 0) -> InitChunk:
+def build_init(
+    config: SCTPConfig,
+    tag: int,
+    tsn: int,
+    preservative_ms: int = 0,
+    auth: AuthSide | None = None,
+) -> InitChunk:
     """Our INIT (Section 5.1, step A)."""
-    params = our_params(config)
+    params = our_params(config, auth)
     if preservative_ms:
         params.append(CookiePreservative(preservative_ms))
     return _with_our_fields(InitChunk, config, tag, tsn, params)
@@ -204,10 +224,13 @@ def _with_our_fields(
     )
 
 
-def init_problem(init: InitChunk | InitAckChunk) -> ErrorCause | None:
-    """Why an INIT or INIT ACK must be refused, or ``None`` (Sections 3.3.2, 3.3.3)."""
+def init_problem(init: InitChunk | InitAckChunk, config: SCTPConfig) -> ErrorCause | None:
+    """Why an INIT or INIT ACK must be refused, or ``None`` (Sections 3.3.2, 3.3.3; and
+    a peer without SCTP-AUTH when ``config.auth`` requires it)."""
     if init.outbound_streams == 0 or init.inbound_streams == 0:
         return InvalidMandatoryParameter()
+    if config.auth and AuthSide.find(init.params) is None:
+        return MissingMandatoryParameter(AUTH_PARAM_TYPES)
     return read_peer_params(init.params).problem
 
 
@@ -229,16 +252,23 @@ def build_init_ack(
     secret: bytes,
     context: bytes,
     tie_tags: tuple[int, int] = (0, 0),
+    local_auth: AuthSide | None = None,
 ) -> InitAckChunk:
     """The INIT ACK answering ``init``, with a sealed State Cookie (Section 5.1, step B).
 
     Unknown INIT parameters that ask to be reported come back as Unrecognized Parameter
-    parameters (Section 3.2.2).
+    parameters (Section 3.2.2). With SCTP-AUTH, ``local_auth`` is the RANDOM etc. of the
+    INIT we sent ourselves (an INIT collision: both legs then agree on one key vector);
+    otherwise fresh ones are drawn.
     """
     peer = read_peer_params(init.params)
     outbound, inbound = negotiate_streams(config, init.outbound_streams, init.inbound_streams)
     # Section 5.2.6: a Cookie Preservative asks for a longer life; we grant it, capped.
     extra = min(peer.preservative_ms / 1000.0, MAX_PRESERVATIVE)
+    peer_auth = None
+    if config.auth:
+        local_auth = local_auth or AuthSide.ours(config)
+        peer_auth = AuthSide.find(init.params)
     state = CookieState(
         created=now,
         lifetime=config.cookie_lifetime + extra,
@@ -254,8 +284,9 @@ def build_init_ack(
         local_tie_tag=tie_tags[0],
         peer_tie_tag=tie_tags[1],
         peer_reconfig=peer.reconfig and config.reconfig,
+        auth=cookie_blob(local_auth, peer_auth) if local_auth and peer_auth else b"",
     )
-    params = our_params(config)
+    params = our_params(config, local_auth)
     params.append(StateCookieParam(state.seal(secret, context)))
     params.extend(UnrecognizedParam(raw) for raw in peer.unrecognized)
     return _with_our_fields(InitAckChunk, config, local_tag, local_tsn, params)

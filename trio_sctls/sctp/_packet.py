@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from crc32c import crc32c
 
+from . import _auth_wire  # noqa: F401  (files the SCTP-AUTH chunk, parameters, cause)
 from ._chunks import Chunk, parse_chunks
 from ._errors import ParseError
 
@@ -77,6 +78,8 @@ class Packet:
     destination_port: int
     verification_tag: int
     chunks: list[Chunk] = field(default_factory=list)
+    #: The bytes it was parsed from (SCTP-AUTH checks its HMAC over them), or empty.
+    raw: bytes | bytearray | memoryview = field(default=b"", repr=False, compare=False)
 
     @classmethod
     def parse(cls, data: bytes | bytearray | memoryview, *, check: bool = True) -> Packet:
@@ -90,7 +93,7 @@ class Packet:
         src, dst, tag = peek_header(view)
         if check and not verify_checksum(view):
             raise ChecksumError("bad CRC32c")
-        return cls(src, dst, tag, parse_chunks(view[COMMON_HEADER_SIZE:]))
+        return cls(src, dst, tag, parse_chunks(view[COMMON_HEADER_SIZE:]), data)
 
     def __bytes__(self) -> bytes:
         buf = bytearray(

@@ -18,7 +18,10 @@ class AuthKeys(Protocol):
     Key identifiers are 0..65535 (RFC 4895 section 4.1). Key 0 with an empty secret
     exists from the start, as RFC 4895 section 6.1 requires; chunks in the
     authenticated list are signed with the active key and accepted under any key that
-    is neither deactivated nor deleted.
+    is not deleted (a deactivated key no longer signs, but still checks what arrives
+    until it is deleted, as RFC 6458 section 8.3.4 has it). Misuse (an unknown key
+    identifier, deactivating or deleting the active key, replacing it) raises
+    ``ValueError``.
     """
 
     @property

@@ -63,6 +63,16 @@ _SCTP_RECONFIG_SUPPORTED: Final = 117
 _SCTP_ENABLE_STREAM_RESET: Final = 118
 _SCTP_RESET_STREAMS: Final = 119
 _SCTP_EVENT: Final = 127
+# SCTP-AUTH (RFC 4895; RFC 6458 section 8.1.20-8.3.4), and its per-socket switch
+# (Linux 5.1+; before it, only the net.sctp.auth_enable sysctl).
+_SCTP_AUTH_CHUNK: Final = 21
+_SCTP_HMAC_IDENT: Final = 22
+_SCTP_AUTH_KEY: Final = 23
+_SCTP_AUTH_ACTIVE_KEY: Final = 24
+_SCTP_AUTH_DELETE_KEY: Final = 25
+_SCTP_PEER_AUTH_CHUNKS: Final = 26
+_SCTP_AUTH_DEACTIVATE_KEY: Final = 35
+_SCTP_AUTH_SUPPORTED: Final = 129
 
 # Control message types.
 _SCTP_SNDINFO: Final = 2
@@ -108,6 +118,11 @@ _ASSOCPARAMS: Final = struct.Struct("=iHHIII")
 _PADDRPARAMS: Final = struct.Struct("=i128sIHIIIIBx")
 _SPP_HB_ENABLE: Final = 1
 _RESET_STREAMS: Final = struct.Struct("=iHHH")  # struct sctp_reset_streams, one stream
+_AUTHKEY: Final = struct.Struct("=iHH")  # struct sctp_authkey, the key bytes follow
+#: struct sctp_authkeyid: assoc id, key number, two bytes of padding (6 bytes: EINVAL).
+_AUTHKEYID: Final = struct.Struct("=iHxx")
+_AUTHCHUNKS: Final = struct.Struct("=iI")  # struct sctp_authchunks, the types follow
+_HMACALGO: Final = struct.Struct("=I")  # struct sctp_hmacalgo, the 16-bit ids follow
 _STREAM_RESET_EVENT_LIST: Final = 12  # stream ids (host order) after type/flags/length/id
 _STATUS: Final = struct.Struct("=iiIHHHHI")
 _STATUS_SIZE: Final = 176

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, final
 import trio
 
 from ..._errors import (
+    AuthNotSupportedError,
     SCTPNotSupportedError,
 )
 from .._base import (
@@ -60,6 +61,7 @@ from .._linux import (
     _resolve,
     _sctp_socket,
 )
+from ._auth import KernelAuthKeys, enable_auth, peer_supports_auth, require_peer_auth
 from ._transport import KernelTransport
 
 if TYPE_CHECKING:
@@ -125,6 +127,7 @@ async def connect_kernel(
     local_port: int = 0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     timers: Timers | None = None,
+    auth: bool = False,
 ) -> KernelTransport:
     """Establish an SCTP association with kernel SCTP and return it.
 
@@ -142,12 +145,15 @@ async def connect_kernel(
         timers: heartbeat and retransmission knobs (``SCTP_RTOINFO``,
             ``SCTP_ASSOCINFO``, ``SCTP_PEER_ADDR_PARAMS``, ``SCTP_INITMSG``); what it
             leaves ``None`` comes from the ``net.sctp`` sysctls.
+        auth: require SCTP-AUTH (RFC 4895) with DATA authenticated; the keys are the
+            transport's ``auth``.
 
     Returns:
         The established transport; its stream counts are the negotiated ones.
 
     Raises:
         SCTPNotSupportedError: this kernel has no SCTP.
+        AuthNotSupportedError: ``auth`` and the peer does not offer SCTP-AUTH.
         OSError: the peer could not be reached or refused the association.
         ValueError: bad stream counts, port or message size.
     """
@@ -168,14 +174,14 @@ async def connect_kernel(
     for peers in attempts:
         try:
             sock = await _open_connected(
-                peers, port, local, local_port, outbound_streams, max_inbound_streams, timers
+                peers, port, local, local_port, outbound_streams, max_inbound_streams, timers, auth
             )
-        except SCTPNotSupportedError:
+        except (SCTPNotSupportedError, AuthNotSupportedError):
             raise
         except OSError as exc:
             last_error = exc
             continue
-        return KernelTransport(sock, max_message_size=max_message_size)
+        return _with_auth(KernelTransport(sock, max_message_size=max_message_size), auth)
     assert last_error is not None
     if len(attempts) == 1:
         raise last_error
@@ -183,6 +189,13 @@ async def connect_kernel(
         last_error.errno,
         f"all {len(attempts)} addresses of {names[0]!r} failed; last: {last_error}",
     ) from last_error
+
+
+def _with_auth(transport: KernelTransport, auth: bool) -> KernelTransport:
+    """Give ``transport`` its SCTP-AUTH keys when the association requires them."""
+    if auth:
+        transport._auth_keys = KernelAuthKeys(transport._sock)
+    return transport
 
 
 async def _open_connected(
@@ -193,6 +206,7 @@ async def _open_connected(
     outbound_streams: int,
     max_inbound_streams: int,
     timers: Timers | None,
+    auth: bool = False,
 ) -> socket.socket:
     families = {family for family, _address, _scope in peers + local}
     family = socket.AF_INET6 if socket.AF_INET6 in families else socket.AF_INET
@@ -201,6 +215,8 @@ async def _open_connected(
         if family == socket.AF_INET6 and socket.AF_INET in families:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         _configure(sock, outbound_streams, max_inbound_streams, timers)
+        if auth:
+            enable_auth(sock)
         _enlarge_buffers(sock)
         if local:
             packed_local = b"".join(
@@ -209,11 +225,14 @@ async def _open_connected(
             sock.setsockopt(IPPROTO_SCTP, _SCTP_SOCKOPT_BINDX_ADD, packed_local)
         elif local_port:
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", local_port))
+        where = f"SCTP port {port} at {', '.join(address for _fam, address, _scope in peers)}"
         await _connect_socket(
             sock,
             b"".join(_pack_sockaddr(fam, address, port, scope) for fam, address, scope in peers),
-            f"SCTP port {port} at {', '.join(address for _fam, address, _scope in peers)}",
+            where,
         )
+        if auth:
+            require_peer_auth(sock, where)
     except BaseException:
         with contextlib.suppress(OSError):  # abort a half-open association, if any
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -230,10 +249,11 @@ class KernelListener(MessageListener):
 
     kind = "kernel"
 
-    def __init__(self, sock: socket.socket, *, max_message_size: int) -> None:
+    def __init__(self, sock: socket.socket, *, max_message_size: int, auth: bool = False) -> None:
         """Wrap a bound, configured, listening socket (internal: use
         :func:`listen_kernel`)."""
         self._sock = sock
+        self._auth = auth
         self._port = int(sock.getsockname()[1])
         self._max_message_size = max_message_size
 
@@ -279,10 +299,16 @@ class KernelListener(MessageListener):
             try:
                 sock.setblocking(False)
                 _configure_io(sock)
+                if self._auth and not peer_supports_auth(sock):
+                    # Linux accepts peers without SCTP-AUTH; we require it: abort.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+                    continue
                 transport = KernelTransport(sock, max_message_size=self._max_message_size)
             except OSError:
                 sock.close()  # the association died before we got to it
                 continue
+            _with_auth(transport, self._auth)
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return transport
@@ -302,6 +328,7 @@ async def listen_kernel(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     backlog: int = 128,
     timers: Timers | None = None,
+    auth: bool = False,
 ) -> KernelListener:
     """Listen for SCTP associations with kernel SCTP.
 
@@ -315,6 +342,8 @@ async def listen_kernel(
         backlog: the ``listen()`` backlog.
         timers: heartbeat and retransmission knobs, as for :func:`connect_kernel`;
             accepted associations inherit them.
+        auth: require SCTP-AUTH (RFC 4895) of every peer: one without it is aborted
+            as it is accepted (Linux itself would take it).
 
     Raises:
         SCTPNotSupportedError: this kernel has no SCTP.
@@ -361,13 +390,15 @@ async def listen_kernel(
             raise
     try:
         _configure(sock, outbound_streams, max_inbound_streams, timers)
+        if auth:
+            enable_auth(sock)
         _enlarge_buffers(sock)
         sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
     await trio.lowlevel.checkpoint()
-    return KernelListener(sock, max_message_size=max_message_size)
+    return KernelListener(sock, max_message_size=max_message_size, auth=auth)
 
 
 def open_client(
@@ -381,6 +412,7 @@ def open_client(
         port,
         local_addresses=options.local_addresses,
         timers=timers_of(options),
+        auth=options.auth,
         **stream_arguments(options),
     )
     return aborted_on_exit(connecting)
@@ -393,6 +425,10 @@ def open_server(
     listener; it is closed on exit (accepted associations are sockets of their own and
     live on)."""
     listening = listen_kernel(
-        port, hosts=hosts, timers=timers_of(options), **stream_arguments(options)
+        port,
+        hosts=hosts,
+        timers=timers_of(options),
+        auth=options.auth,
+        **stream_arguments(options),
     )
     return closed_on_exit(listening)

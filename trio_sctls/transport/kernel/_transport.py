@@ -106,6 +106,7 @@ from ..._errors import (
     AssociationLostError,
     RemoteProtocolError,
 )
+from .._auth import AuthKeys
 from .._base import (
     AssociationChange,
     AssociationState,
@@ -182,6 +183,14 @@ class KernelTransport(MessageTransport):
     """
 
     kind = "kernel"
+
+    #: The SCTP-AUTH keys, set by the opener when the association requires SCTP-AUTH.
+    _auth_keys: AuthKeys | None = None
+
+    @property
+    def auth(self) -> AuthKeys | None:
+        """The SCTP-AUTH keys (``SCTP_AUTH_*`` socket options) with ``auth=True``."""
+        return self._auth_keys
 
     def __init__(self, sock: socket.socket, *, max_message_size: int) -> None:
         """Wrap an established, configured, non-blocking socket (internal: use

@@ -136,6 +136,7 @@ async def open_udp_transport(
     local_addresses: Sequence[str] | None = None,
     config: SCTPConfig | None = None,
     timers: Timers | None = None,
+    auth: bool = False,
 ) -> AsyncIterator[UDPTransport]:
     """Establish an SCTP association over UDP with ``host``:``port`` and yield it.
 
@@ -157,8 +158,11 @@ async def open_udp_transport(
             ``auto_consume`` are set from the other arguments.
         timers: heartbeat and retransmission knobs laid over ``config`` (or over our
             defaults); see ``docs/transports.md``.
+        auth: require SCTP-AUTH (RFC 4895) with DATA authenticated; the keys are the
+            transport's :attr:`~UDPTransport.auth`.
 
     Raises:
+        AuthNotSupportedError: ``auth`` and the peer does not offer SCTP-AUTH.
         ConnectionRefusedError: the peer answered with an ABORT, or nothing listens on
             its UDP port.
         TimeoutError: the peer never answered (Max.Init.Retransmits).
@@ -181,6 +185,7 @@ async def open_udp_transport(
         max_inbound_streams=max_inbound_streams,
         max_message_size=max_message_size,
         timers=timers,
+        auth=auth,
     )
     async with _using_socket(
         family, bind_host, udp_port, connect_to=peer if udp_port == 0 else None
@@ -214,6 +219,7 @@ async def open_udp_listener(
     backlog: int = DEFAULT_BACKLOG,
     config: SCTPConfig | None = None,
     timers: Timers | None = None,
+    auth: bool = False,
 ) -> AsyncIterator[UDPListener]:
     """Listen for SCTP associations over UDP; yield the listener.
 
@@ -232,6 +238,8 @@ async def open_udp_listener(
         backlog: established associations held for :meth:`UDPListener.accept`.
         config: core options, as for :func:`open_udp_transport`.
         timers: heartbeat and retransmission knobs, as for :func:`open_udp_transport`.
+        auth: require SCTP-AUTH (RFC 4895) of every peer, as for
+            :func:`open_udp_transport`; peers without it are refused.
 
     Raises:
         OSError: ``EADDRINUSE``: the UDP port is taken by another process, or the SCTP
@@ -257,6 +265,7 @@ async def open_udp_listener(
         max_inbound_streams=max_inbound_streams,
         max_message_size=max_message_size,
         timers=timers,
+        auth=auth,
     )
     async with _using_socket(family, bind_host, udp_port) as udp:
         endpoint = Endpoint(sctp_config, local_port=port or udp.free_sctp_port(0), accept=True)
@@ -288,6 +297,7 @@ async def open_client(
         max_message_size=options.max_message_size,
         local_addresses=options.local_addresses,
         timers=timers_of(options),
+        auth=options.auth,
     ) as transport:
         yield transport
 
@@ -307,6 +317,7 @@ async def open_server(
         max_inbound_streams=options.max_inbound_streams,
         max_message_size=options.max_message_size,
         timers=timers_of(options),
+        auth=options.auth,
     ) as listener:
         try:
             yield listener

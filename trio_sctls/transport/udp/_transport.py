@@ -27,6 +27,7 @@ from ..._errors import (
     AssociationAbortedError,
     AssociationError,
     AssociationLostError,
+    AuthNotSupportedError,
     RemoteProtocolError,
 )
 from ...sctp import (
@@ -45,6 +46,8 @@ from ...sctp import (
 from ...sctp import Event as SCTPEvent
 from ...sctp import ShutdownComplete as SCTPShutdownComplete
 from ...sctp import ShutdownReceived as SCTPShutdownReceived
+from ...sctp._auth import is_auth_refusal
+from .._auth import AuthKeys
 from .._base import (
     MIN_MAX_MESSAGE_SIZE,
     Message,
@@ -89,6 +92,7 @@ def _make_config(
     max_inbound_streams: int,
     max_message_size: int,
     timers: Timers | None = None,
+    auth: bool = False,
 ) -> SCTPConfig:
     """The core's configuration: ``base`` (or our defaults, tuned for loopback peers
     when ``loopback``) with the stream counts, message size and ``timers`` laid over
@@ -114,6 +118,7 @@ def _make_config(
             max_message_size=max_message_size,
             receive_buffer=max(base.receive_buffer, RECEIVE_BUFFER, max_message_size),
             auto_consume=False,
+            auth=auth or base.auth,
         )
     except LocalProtocolError as exc:
         raise ValueError(str(exc)) from None
@@ -220,6 +225,12 @@ class UDPTransport(MessageTransport):
         return self._assoc
 
     @property
+    def auth(self) -> AuthKeys | None:
+        """The SCTP-AUTH keys (RFC 4895), held by the core association, once the
+        handshake agreed on it (``auth=True``); else None."""
+        return self._assoc.auth
+
+    @property
     def udp_address(self) -> tuple[str, int]:
         """Our UDP address (the local encapsulation port)."""
         return _plain(self._udp.address)
@@ -276,12 +287,20 @@ class UDPTransport(MessageTransport):
         elif isinstance(event, SCTPShutdownComplete):
             self._finish(None)
         elif isinstance(event, AssociationAborted):
+            if not self._up and is_auth_refusal(event.causes):
+                self._connect_error = AuthNotSupportedError(
+                    errno.ECONNREFUSED,
+                    f"{self._where()} requires SCTP-AUTH (RFC 4895); connect with auth=True"
+                    if event.by_peer
+                    else f"{self._where()} does not offer SCTP-AUTH (RFC 4895), which "
+                    "auth=True requires",
+                )
             if event.by_peer:
                 detail = f": {event.reason}" if event.causes else ""
                 error: AssociationError = AssociationAbortedError(
                     f"the peer aborted the association{detail}"
                 )
-                if not self._up and not self._done.is_set():
+                if not self._up and not self._done.is_set() and self._connect_error is None:
                     self._connect_error = self._refused_error(detail)
             else:
                 # Our core aborted: the peer broke the protocol (or a shutdown hung).
