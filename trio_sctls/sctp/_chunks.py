@@ -27,6 +27,7 @@ from ._tlv import PADDING, join_tlvs, only, pad4
 
 _HEADER = struct.Struct("!BBH")
 _DATA_HEADER = struct.Struct("!BBHIHHI")
+_DATA_FIELDS = struct.Struct("!IHHI")
 _SACK = struct.Struct("!IIHH")
 
 # DATA chunk flags (RFC 9260, Section 3.3.1; I bit from RFC 7053).
@@ -154,10 +155,9 @@ def data_chunk_bytes(
 ) -> bytes:
     """Serialise a DATA chunk from its fields (the sender's fast path)."""
     n = len(payload)
-    return (
-        _DATA_HEADER.pack(0, flags, 16 + n, tsn, stream, ssn, ppid)
-        + bytes(payload)
-        + PADDING[-n % 4]
+    # One copy of the payload (a memoryview of the message, on the sender's side).
+    return b"".join(
+        (_DATA_HEADER.pack(0, flags, 16 + n, tsn, stream, ssn, ppid), payload, PADDING[-n % 4])
     )
 
 
@@ -194,7 +194,7 @@ class DataChunk(KnownChunk):
     def parse_value(cls, flags: int, value: memoryview) -> Self:
         """TSN, stream id, SSN, PPID, then the user data."""
         need_at_least(value, 12, "DATA chunk")
-        tsn, stream, ssn, ppid = struct.unpack_from("!IHHI", value)
+        tsn, stream, ssn, ppid = _DATA_FIELDS.unpack_from(value)
         return cls(
             tsn,
             stream,
