@@ -273,6 +273,8 @@ def measure(workload: Workload, rounds: int) -> dict[str, Any]:
         "messages_per_packet": round(workload.messages / packets, 2),
         "send_us_per_packet": round(send_us, 2),
         "receive_us_per_packet": round(receive_us, 2),
+        "send_us_per_message": round(send_us * packets / workload.messages, 3),
+        "receive_us_per_message": round(receive_us * packets / workload.messages, 3),
         "send_us_samples": [round(s / packets * 1e6, 2) for s in sender],
         "receive_us_samples": [round(s / packets * 1e6, 2) for s in receiver],
     }
