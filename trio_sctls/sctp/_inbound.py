@@ -212,7 +212,18 @@ class ReceiveSide:
             # Section 6.5: acknowledge the TSN, drop the data, report the stream.
             return DataResult.INVALID_STREAM
         if c.beginning and c.end:
-            self._complete(_Message(c.stream_id, c.ssn, c.ppid, c.user_data, t), c.unordered)
+            stream = self._streams[c.stream_id]
+            if (
+                c.ssn == stream.expected & 0xFFFF
+                and not (c.unordered or stream.waiting or self._deferred)
+                and n <= self._max_message
+            ):
+                # The common case, the next message of its stream, whole: what
+                # _complete() would do, without the _Message it would make.
+                stream.expected += 1
+                self._deliver_data(c.stream_id, c.ppid, c.user_data, False)
+            else:
+                self._complete(_Message(c.stream_id, c.ssn, c.ppid, c.user_data, t), c.unordered)
         else:
             self.buffered += cost
             self._fragment(t, c)
@@ -237,8 +248,9 @@ class ReceiveSide:
             left.parts.append(c.user_data)
             left.last = t
             left.end = c.end
-            left.size += len(c.user_data)
-            left.charge += charge(len(c.user_data))
+            n = len(c.user_data)
+            left.size += n
+            left.charge += n if n > MIN_CHARGE else MIN_CHARGE  # charge(n), inlined
             run = left
         else:
             run = self._join(t, c, left, right)
@@ -311,10 +323,13 @@ class ReceiveSide:
                 self.buffered += charge(len(msg.data))
 
     def _deliver(self, msg: _Message, unordered: bool) -> None:
-        n = len(msg.data)
+        self._deliver_data(msg.stream, msg.ppid, msg.data, unordered)
+
+    def _deliver_data(self, stream: int, ppid: int, data: bytes, unordered: bool) -> None:
+        n = len(data)
         self.unconsumed += n if n > MIN_CHARGE else MIN_CHARGE  # charge(n), inlined
         self._delivered.append(n)
-        self._events.append(MessageReceived(msg.stream, msg.ppid, msg.data, unordered))
+        self._events.append(MessageReceived(stream, ppid, data, unordered))
 
     def consumed(self, nbytes: int) -> None:
         """The application read ``nbytes`` of delivered data."""
@@ -326,7 +341,7 @@ class ReceiveSide:
         while delivered and n >= delivered[0]:
             size = delivered.popleft()
             n -= size
-            refund += charge(size)
+            refund += size if size > MIN_CHARGE else MIN_CHARGE  # charge(size), inlined
         self._head_consumed = n if delivered else 0
         self.unconsumed = max(0, self.unconsumed - refund)
 

@@ -315,7 +315,8 @@ class SendSide:
         if not ch.in_flight:
             ch.in_flight = True
             self.flight += ch.size
-        self.peer_rwnd = max(0, self.peer_rwnd - ch.size)
+        rwnd = self.peer_rwnd - ch.size
+        self.peer_rwnd = rwnd if rwnd > 0 else 0
         if self.t3_deadline is None:
             # Section 6.3.2, R1: start T3-rtx when sending with none running.
             self.t3_deadline = now + self.rto.rto
