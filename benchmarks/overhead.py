@@ -55,9 +55,11 @@ Ethernet MTU (1500):
   ``netns_status``) per side: the sender's CPU per datagram sent, the receiver's per
   datagram received; ``send_vs_core`` / ``receive_vs_core`` are the side's CPU *per
   message* as a ratio to the core's for the same side and workload (what the whole path
-  costs as a multiple of the core alone; per message because the path, flushing after
-  each ``send_message``, bundles fewer small messages per packet than the core's
-  replay, where the sender queues many before it flushes). On ``loopback`` (one process, the
+  costs as a multiple of the core alone; per message because the packets differ: the
+  transport chooses its own packet size, until path MTU discovery a fixed 1,200-byte
+  MTU off loopback, and, flushing after each ``send_message``, bundles fewer small
+  messages per packet than the core's replay, where the sender queues many before it
+  flushes). On ``loopback`` (one process, the
   transport's loopback MTU, so bigger packets) one figure for both sides together per
   DATA datagram. ``both_us_per_message``: both sides' CPU per message, on either path.
 
