@@ -4,12 +4,11 @@ back loudly to loopback where network namespaces cannot be made. No timing is as
 
 from __future__ import annotations
 
-import argparse
 from io import StringIO
 
 import pytest
 
-from benchmarks import _core_cost, _peer, overhead
+from benchmarks import _core_cost, _peer, overhead, run
 from benchmarks._common import Progress
 
 
@@ -39,10 +38,7 @@ async def test_without_namespaces_the_udp_path_says_so_and_measures_loopback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(_peer, "unavailable", lambda: "not root (pretend)")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    overhead.add_arguments(parser)
-    args = parser.parse_args(["--quick"])
+    args = run.module_arguments(overhead, quick=True)
     rows, status = await overhead._measure_paths(args, Progress(StringIO()))
     assert status == "not root (pretend)"
     assert {row["path"] for row in rows} == {"loopback"}
