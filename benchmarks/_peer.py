@@ -42,8 +42,8 @@ from typing import Any
 
 import trio
 
-from ._common import ROOT, Progress, write_credentials
-from ._netns import DEFAULT_MTU, command_in, unavailable, veth_pair
+from ._common import ROOT, Progress, shout, write_credentials
+from ._netns import DEFAULT_MTU, NamespaceError, command_in, unavailable, veth_pair
 
 #: Seconds the server may take to start listening (imports included).
 SERVER_START_TIMEOUT = 60.0
@@ -134,6 +134,32 @@ async def run_over_veth(
     result: dict[str, Any] = json.loads(client.stdout)
     result["path"] = {"kind": "veth", "mtu": mtu, "processes": 2}
     return result
+
+
+async def run_over_veth_or_say_why(
+    module: str,
+    arguments: Sequence[str],
+    progress: Progress,
+    *,
+    mtu: int = DEFAULT_MTU,
+    time_limit: float,
+) -> tuple[dict[str, Any] | None, str]:
+    """:func:`run_over_veth`, or, where namespaces cannot be made, a loud message on
+    standard error and no result: ``(result or None, netns_status)``, the status ``"ok"``
+    or why not (for the benchmark's ``netns_status``)."""
+    status = unavailable() or "ok"
+    if status == "ok":
+        try:
+            return await run_over_veth(
+                module, arguments, progress, mtu=mtu, time_limit=time_limit
+            ), status
+        except NamespaceError as exc:
+            status = str(exc)
+    shout(
+        f"{module.upper()} OVER A VETH PAIR CANNOT RUN HERE ({status}):\n"
+        "only the loopback figures (one process) are measured."
+    )
+    return None, status
 
 
 async def _read_line(stream: trio.abc.ReceiveStream) -> str:

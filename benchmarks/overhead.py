@@ -34,10 +34,38 @@ noise". No targets: this is a diagnostic.
 
 Runs on the host only (``memory`` and ``udp`` transports): the layer is pure Python, so
 its cost does not depend on the transport below, and the VM's emulated Python would only
-scale it.
+scale it. These rows are all on loopback, in one process (``"path": "loopback"``).
+
+CPU per SCTP packet (issue 11)
+------------------------------
+Two workloads, **bulk** (16 KiB messages, each cut into 12 DATA chunks of one packet
+each) and **small** (100-byte messages, about 12 bundled per packet), in packets of an
+Ethernet MTU (1500):
+
+* ``core_rows``: the sans-IO core (``trio_sctls.sctp``) alone, each side measured alone
+  with :func:`time.process_time` over a whole replayed transfer
+  (:mod:`benchmarks._core_cost`): ``send_us_per_packet`` is the sender's CPU (queueing
+  messages, building packets, CRC32c, processing SACKs) per DATA packet,
+  ``receive_us_per_packet`` the receiver's (parsing, TSN tracking, reassembly, delivery,
+  SACKs) per DATA packet. Absolute microseconds, not ratios.
+* ``path_rows``: the whole udp transport path (sockets, pump, endpoint, core, the
+  ``MessageTransport`` API; no TLS) (:mod:`benchmarks._udp_cost`). Over the ``veth``
+  pair (the standard host scenario: two network namespaces, MTU ``--mtu``, one process
+  each end; needs root, else the run says so loudly and records why in
+  ``netns_status``) per side: the sender's CPU per datagram sent, the receiver's per
+  datagram received; ``send_vs_core`` / ``receive_vs_core`` are the side's CPU *per
+  message* as a ratio to the core's for the same side and workload (what the whole path
+  costs as a multiple of the core alone; per message because the packets differ: the
+  transport chooses its own packet size, until path MTU discovery a fixed 1,200-byte
+  MTU off loopback, and, flushing after each ``send_message``, bundles fewer small
+  messages per packet than the core's replay, where the sender queues many before it
+  flushes). On ``loopback`` (one process, the
+  transport's loopback MTU, so bigger packets) one figure for both sides together per
+  DATA datagram. ``both_us_per_message``: both sides' CPU per message, on either path.
 
     python -m benchmarks.overhead [--quick] [--messages 4000] [--rounds 5]
-        [--sizes 1024 16384] [--kinds memory udp] [--json out.json] [--plots DIR]
+        [--sizes 1024 16384] [--kinds memory udp] [--paths veth loopback] [--mtu 1500]
+        [--json out.json] [--plots DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +73,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from argparse import Namespace
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -54,6 +83,7 @@ import trio
 import trio.testing
 
 import trio_sctls
+from benchmarks import _core_cost, _udp_cost
 from benchmarks._common import (
     SERVER_NAME,
     TLS_VERSIONS,
@@ -63,6 +93,8 @@ from benchmarks._common import (
     save_figure,
 )
 from benchmarks._loopback import LOOPBACK, connect_association, serving_associations
+from benchmarks._netns import DEFAULT_MTU
+from benchmarks._peer import run_over_veth_or_say_why
 from benchmarks.throughput import parse_size
 from trio_sctls import Message, MessageTransport, SecureAssociation
 
@@ -93,6 +125,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="transports (kernel needs kernel SCTP)",
     )
     parser.add_argument("--tls", choices=sorted(TLS_VERSIONS), default="1.3")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["veth", "loopback"],
+        default=["veth", "loopback"],
+        help="paths of the per-packet udp figures (veth needs root)",
+    )
+    parser.add_argument("--mtu", type=int, default=DEFAULT_MTU, help="the veth pair's MTU")
+
+
+#: Per-packet workloads of the udp path: name -> (message size, messages, with --quick).
+PATH_WORKLOADS = {"bulk": (16 * 1024, 1000, 60), "small": (100, 12000, 600)}
+#: Seconds the client process of a veth run may take.
+PEER_TIMEOUT = 900.0
+
+
+def _path_workloads(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    quick = getattr(args, "quick", False)
+    return {
+        name: (size, few if quick else many) for name, (size, many, few) in PATH_WORKLOADS.items()
+    }
+
+
+def _rounds(args: argparse.Namespace) -> int:
+    return int(args.rounds or (1 if getattr(args, "quick", False) else 5))
 
 
 # -- what is measured ------------------------------------------------------------------
@@ -224,10 +281,129 @@ async def tls_stream_pair(
 
 
 async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """The layers (loopback), then the core's and the udp path's CPU per packet; see the
+    module docstring."""
+    result = await _measure_layers(args, progress)
+    for row in result["rows"]:
+        row["path"] = "loopback"
+    result["core_rows"] = core_rows(args, progress)
+    path_rows, netns_status = await _measure_paths(args, progress)
+    core = {row["workload"]: row for row in result["core_rows"]}
+    for row in path_rows:
+        if "send_us_per_packet" in row:
+            base = core[row["workload"]]
+            # Per message, not per packet: the path bundles fewer small messages per
+            # packet than the replayed core does (its sender flushes after each one).
+            for side in ("send", "receive"):
+                row[f"{side}_vs_core"] = round(
+                    row[f"{side}_us_per_message"] / base[f"{side}_us_per_message"], 2
+                )
+    result["path_rows"] = path_rows
+    result["netns_status"] = netns_status
+    result["paths"] = {
+        "veth": f"veth pair between two network namespaces, MTU {args.mtu}, one process each end",
+        "loopback": "127.0.0.1, both ends in one process",
+    }
+    return result
+
+
+def core_rows(args: argparse.Namespace, progress: Progress) -> list[dict[str, Any]]:
+    """The sans-IO core's CPU per packet, each side alone (:mod:`benchmarks._core_cost`)."""
+    quick = getattr(args, "quick", False)
+    rows = []
+    for name, workload in _core_cost.WORKLOADS.items():
+        messages = max(1, workload.messages // 20) if quick else workload.messages
+        progress.update(f"core: {name} ({messages} messages of {workload.size} B), replays")
+        row = _core_cost.measure(
+            _core_cost.Workload(name, workload.size, messages, args.mtu), _rounds(args)
+        )
+        progress.log(
+            f"core, {name:>5}: {row['send_us_per_packet']:6.2f} us per packet sent, "
+            f"{row['receive_us_per_packet']:6.2f} us per packet received "
+            f"({row['messages_per_packet']} messages per packet)"
+        )
+        rows.append(row)
+    return rows
+
+
+async def _measure_paths(
+    args: argparse.Namespace, progress: Progress
+) -> tuple[list[dict[str, Any]], str]:
+    """The udp path's CPU per packet over each of ``--paths``; and the ``netns_status``."""
+    rows: list[dict[str, Any]] = []
+    netns_status = "not asked"
+    for path in args.paths:
+        if path == "veth":
+            result, netns_status = await run_over_veth_or_say_why(
+                NAME, _peer_arguments(args), progress, mtu=args.mtu, time_limit=PEER_TIMEOUT
+            )
+            if result is None:
+                continue
+            found = result["path_rows"]
+        else:
+            async with (
+                _udp_cost.listening(LOOPBACK) as (port, udp_port),
+                _udp_cost.connected(LOOPBACK, port, udp_port) as client,
+            ):
+                progress.update("udp path on loopback")
+                found = await _udp_cost.run_transfers(
+                    client, _path_workloads(args), _rounds(args), split=False
+                )
+        for row in found:
+            row["path"] = path
+            progress.log(f"udp path, {path}: {_describe(row)}")
+        rows += found
+    return rows, netns_status
+
+
+def _describe(row: dict[str, Any]) -> str:
+    if "send_us_per_packet" in row:
+        per_packet = (
+            f"{row['send_us_per_packet']:.1f} us per packet sent, "
+            f"{row['receive_us_per_packet']:.1f} us per packet received"
+        )
+    else:
+        per_packet = f"{row['both_us_per_packet']:.1f} us per packet, both ends"
+    return f"{row['workload']:>5}: {per_packet} ({row['both_us_per_message']:.1f} us per message)"
+
+
+def _peer_arguments(args: argparse.Namespace) -> list[str]:
+    """The options that make the two processes measure what this one would."""
+    return [
+        *(["--quick"] if getattr(args, "quick", False) else []),
+        *("--rounds", str(_rounds(args))),
+    ]
+
+
+#: The veth scenario's server description (its ports), and its task status.
+Info = dict[str, Any]
+Status = trio.TaskStatus[Info]
+IGNORED = trio.TASK_STATUS_IGNORED
+
+
+async def serve_peer(args: Namespace, host: str, _: Path, task_status: Status = IGNORED) -> None:
+    """The receiving process of the veth scenario (:mod:`benchmarks._peer`): a udp
+    listener answering transfers; reports its ports."""
+    async with _udp_cost.listening(host) as (port, udp_port):
+        task_status.started({"port": port, "udp_port": udp_port})
+        await trio.sleep_forever()
+
+
+async def measure_peer(args: Namespace, host: str, _: Path, server: Info, log: Progress) -> Info:
+    """The sending process of the veth scenario: transfers to :func:`serve_peer`."""
+    async with _udp_cost.connected(host, server["port"], server["udp_port"]) as client:
+        log.update("udp path over the veth pair")
+        rows = await _udp_cost.run_transfers(
+            client, _path_workloads(args), _rounds(args), split=True
+        )
+    return {"path_rows": rows}
+
+
+async def _measure_layers(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     """Measure every variant for every size; see the module docstring."""
     quick = getattr(args, "quick", False)
     count = args.messages or (300 if quick else 4000)
-    rounds = args.rounds or (1 if quick else 5)
+    rounds = _rounds(args)
     kinds: list[str] = list(args.kinds)
     sizes: list[int] = list(args.sizes)
     server_ctx, client_ctx = contexts(TLS_VERSIONS[args.tls])
@@ -337,6 +513,46 @@ def summarize(result: dict[str, Any]) -> list[str]:
             f"| {row['tls_alone_us']:.1f} us | {row['overhead_us']:.1f} us "
             f"| {row['overhead_vs_transport']:.2f}x |"
         )
+    return lines + _per_packet_lines(result)
+
+
+def _per_packet_lines(result: dict[str, Any]) -> list[str]:
+    """The per-packet tables: the core alone, then the udp path on each path."""
+    if "core_rows" not in result:
+        return []
+    lines = [
+        "",
+        "CPU microseconds per SCTP packet, each side (absolute, not ratios): the sans-IO "
+        "core alone (replayed transfers, MTU 1500), and the whole udp transport path "
+        "(no TLS); the `/ core` columns are the path's CPU per message as a ratio to the "
+        "core's, same side and workload.",
+        "",
+        "| what | workload | messages / packet | sent | received | sent / core | received / core |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["core_rows"]:
+        lines.append(
+            f"| core | {row['workload']} ({row['message_size']} B) "
+            f"| {row['messages_per_packet']} | {row['send_us_per_packet']:.1f} us "
+            f"| {row['receive_us_per_packet']:.1f} us | 1 | 1 |"
+        )
+    for row in result.get("path_rows", []):
+        where = f"udp path, {row['path']}"
+        if "send_us_per_packet" in row:
+            lines.append(
+                f"| {where} | {row['workload']} ({row['message_size']} B) "
+                f"| {row['messages'] / row['data_packets']:.2f} "
+                f"| {row['send_us_per_packet']:.1f} us | {row['receive_us_per_packet']:.1f} us "
+                f"| {row['send_vs_core']:.2f}x | {row['receive_vs_core']:.2f}x |"
+            )
+        else:
+            lines.append(
+                f"| {where} (one process) | {row['workload']} ({row['message_size']} B) "
+                f"| {row['messages'] / row['data_packets']:.2f} "
+                f"| {row['both_us_per_packet']:.1f} us, both sides | | | |"
+            )
+    if result.get("netns_status", "ok") not in ("ok", "not asked"):
+        lines.append(f"No veth figures: {result['netns_status']}.")
     return lines
 
 
@@ -381,7 +597,37 @@ def plot(result: dict[str, Any], directory: Path) -> list[Path]:
     ax.set_ylabel("microseconds per message")
     ax.set_title("Per-message cost of a TLS channel, by layer (host)")
     ax.legend(fontsize=8, loc="upper left")
-    return [save_figure(fig, directory / "overhead.png", dpi=100)]
+    paths = [save_figure(fig, directory / "overhead.png", dpi=100)]
+    if result.get("core_rows"):
+        paths.append(_plot_per_packet(result, directory))
+    return paths
+
+
+def _plot_per_packet(result: dict[str, Any], directory: Path) -> Path:
+    """Bars of CPU µs per packet sent and received: the core alone, the udp path over
+    the veth pair (per side) and on loopback (both sides, one process)."""
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float, float]] = [
+        (f"core\n{row['workload']}", row["send_us_per_packet"], row["receive_us_per_packet"])
+        for row in result["core_rows"]
+    ]
+    for row in result.get("path_rows", []):
+        label = f"udp {row['path']}\n{row['workload']}"
+        if "send_us_per_packet" in row:
+            bars.append((label, row["send_us_per_packet"], row["receive_us_per_packet"]))
+        else:
+            bars.append((label + "\n(both)", row["both_us_per_packet"], 0.0))
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    xs = list(range(len(bars)))
+    width = 0.4
+    ax.bar([x - width / 2 for x in xs], [b[1] for b in bars], width, label="sent (or both)")
+    ax.bar([x + width / 2 for x in xs], [b[2] for b in bars], width, label="received")
+    ax.set_xticks(xs, [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("CPU microseconds per SCTP packet")
+    ax.set_title("CPU per packet: the sans-IO core and the udp path (host)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, directory / "overhead_per_packet.png", dpi=100)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -58,6 +58,7 @@ from ._params import ReconfigResponse
 from ._state import ALIVE, RECEIVING, SENDING, TRANSMITTING, State
 
 _M32 = 0xFFFFFFFF
+_NEW = DataResult.NEW
 #: Common header, ERROR chunk header and cause header around a reported unknown chunk.
 _REPORT_OVERHEAD = 12 + 4 + 4
 #: RFC 6525, Section 3.1: the parameters of one RE-CONFIG chunk we act upon.
@@ -68,6 +69,9 @@ _HB_INFO = struct.Struct("!d8s")
 #: Tag (RFC 9260, Appendix C, ICMP5).
 _QUOTED_HEADER = struct.Struct("!HHI")
 _QUOTED_INIT = struct.Struct("!B3xI")
+#: Section 6.10: chunks that must be alone in their packet (checked by exact type, on
+#: every packet: a set lookup per chunk instead of an isinstance test).
+_NEVER_BUNDLED = frozenset({InitChunk, InitAckChunk, ShutdownCompleteChunk})
 
 
 def _bundle(
@@ -141,11 +145,12 @@ class Association(HandshakeMixin):
             return
         recv.consumed(nbytes)
         new, last = recv.a_rwnd, self._last_rwnd
-        pmtu = self.config.max_packet_size
-        if self._state in RECEIVING and (
-            (last < pmtu <= new) or new - last >= self.config.receive_buffer // 4
-        ):
-            self._sack_now = True  # a window update (Section 6.2, SWS avoidance)
+        # (Both conditions below need the window to have grown: test that first, it is
+        # the cheap one, and this runs for every message.)
+        if new > last and self._state in RECEIVING:
+            config = self.config
+            if (last < config.max_packet_size <= new) or new - last >= config.receive_buffer // 4:
+                self._sack_now = True  # a window update (Section 6.2, SWS avoidance)
 
     def shutdown(self, now: float) -> None:
         """Start a graceful shutdown (Section 9.2): deliver what is queued, then close."""
@@ -213,9 +218,7 @@ class Association(HandshakeMixin):
             chunks = self._auth_admit(packet)  # SCTP-AUTH (RFC 4895): see _assoc_auth
         if not chunks:
             return
-        if len(chunks) > 1 and any(
-            isinstance(c, InitChunk | InitAckChunk | ShutdownCompleteChunk) for c in chunks
-        ):
+        if len(chunks) > 1 and not _NEVER_BUNDLED.isdisjoint(map(type, chunks)):
             return  # Section 6.10: these are never bundled
         if self._state is State.CLOSED and not isinstance(chunks[0], InitChunk | CookieEchoChunk):
             if self._graceful and self._tag_ok(packet):
@@ -272,7 +275,7 @@ class Association(HandshakeMixin):
     def _on_data(self, packet: Packet, chunk: Chunk, now: float) -> bool:
         assert isinstance(chunk, DataChunk)
         recv = self._recv
-        if not self._tag_ok(packet):
+        if packet.verification_tag != self._local_tag:  # _tag_ok(), on every DATA chunk
             return False
         if recv is None or self._state not in RECEIVING:
             return True
@@ -282,10 +285,9 @@ class Association(HandshakeMixin):
         if chunk.immediate:
             self._immediate = True
         result = recv.on_data(chunk)
-        if result == DataResult.INVALID_STREAM:
-            self._control.append(bytes(ErrorChunk((InvalidStreamIdentifier(chunk.stream_id),))))
-            self._immediate = True
-        elif result != DataResult.NEW:
+        if result != _NEW:
+            if result == DataResult.INVALID_STREAM:
+                self._control.append(bytes(ErrorChunk((InvalidStreamIdentifier(chunk.stream_id),))))
             self._immediate = True
         return True
 
@@ -596,13 +598,14 @@ class Association(HandshakeMixin):
             buf = _bundle(self._control, buf, header, limit, out)
         if data_flows:
             sent_any = False
-            while (ch := send.next_chunk(now)) is not None:
-                wire = ch.wire()
-                if len(buf) + len(wire) > limit and len(buf) > len(header):
+            next_chunk = send.next_chunk
+            header_size = len(header)
+            while (ch := next_chunk(now)) is not None:
+                if len(buf) + ch.wire_size > limit and len(buf) > header_size:
                     out.append(finish_packet(buf))
                     send.packet_done()
                     buf = bytearray(header)
-                buf += wire
+                ch.write_to(buf)
                 sent_any = True
             send.packet_done()
             if sent_any:

@@ -23,10 +23,11 @@ from ._causes import ErrorCause, parse_causes
 from ._errors import ParseError
 from ._layout import BYTES, U16_PAIRS, LaidOut, Layout, Tail, declare, need, need_at_least
 from ._params import HeartbeatInfo, Param, parse_params
-from ._tlv import PADDING, join_tlvs, only, pad4
+from ._tlv import PADDING, join_tlvs, only
 
 _HEADER = struct.Struct("!BBH")
 _DATA_HEADER = struct.Struct("!BBHIHHI")
+_DATA_FIELDS = struct.Struct("!IHHI")
 _SACK = struct.Struct("!IIHH")
 
 # DATA chunk flags (RFC 9260, Section 3.3.1; I bit from RFC 7053).
@@ -154,10 +155,9 @@ def data_chunk_bytes(
 ) -> bytes:
     """Serialise a DATA chunk from its fields (the sender's fast path)."""
     n = len(payload)
-    return (
-        _DATA_HEADER.pack(0, flags, 16 + n, tsn, stream, ssn, ppid)
-        + bytes(payload)
-        + PADDING[-n % 4]
+    # One copy of the payload (a memoryview of the message, on the sender's side).
+    return b"".join(
+        (_DATA_HEADER.pack(0, flags, 16 + n, tsn, stream, ssn, ppid), payload, PADDING[-n % 4])
     )
 
 
@@ -194,17 +194,17 @@ class DataChunk(KnownChunk):
     def parse_value(cls, flags: int, value: memoryview) -> Self:
         """TSN, stream id, SSN, PPID, then the user data."""
         need_at_least(value, 12, "DATA chunk")
-        tsn, stream, ssn, ppid = struct.unpack_from("!IHHI", value)
+        tsn, stream, ssn, ppid = _DATA_FIELDS.unpack_from(value)
         return cls(
             tsn,
             stream,
             ssn,
             ppid,
             bytes(value[12:]),
-            bool(flags & FLAG_UNORDERED),
-            bool(flags & FLAG_BEGIN),
-            bool(flags & FLAG_END),
-            bool(flags & FLAG_IMMEDIATE),
+            flags & FLAG_UNORDERED != 0,
+            flags & FLAG_BEGIN != 0,
+            flags & FLAG_END != 0,
+            flags & FLAG_IMMEDIATE != 0,
         )
 
     def __bytes__(self) -> bytes:
@@ -408,7 +408,7 @@ def parse_chunks(buf: bytes | memoryview) -> list[Chunk]:
             out.append(UnknownChunk(type_, flags, bytes(value)))
         else:
             out.append(cls.parse_value(flags, value))
-        offset += pad4(length)
+        offset += (length + 3) & ~3  # pad4(length), inlined: once per chunk
     return out
 
 

@@ -21,9 +21,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ._causes import ProtocolViolationCause
-from ._chunks import FLAG_BEGIN, FLAG_END, FLAG_UNORDERED, SackChunk, data_chunk_bytes
+from ._chunks import (
+    _DATA_HEADER,
+    FLAG_BEGIN,
+    FLAG_END,
+    FLAG_UNORDERED,
+    SackChunk,
+    data_chunk_bytes,
+)
 from ._config import SCTPConfig
 from ._errors import ProtocolViolation
+from ._tlv import PADDING
 
 _M32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
@@ -89,6 +97,7 @@ class OutChunk:
         "stream",
         "tsn",
         "tx_count",
+        "wire_size",
     )
 
     def __init__(
@@ -100,7 +109,9 @@ class OutChunk:
         self.ppid = ppid
         self.flags = flags
         self.data = data
-        self.size = len(data)
+        self.size = n = len(data)
+        #: Bytes of the DATA chunk on the wire: header, user data, padding.
+        self.wire_size = 16 + n + (-n & 3)
         self.sent_at = 0.0
         self.tx_count = 0
         self.acked = False  # reported in a Gap Ack Block of the latest SACK
@@ -114,6 +125,18 @@ class OutChunk:
         return data_chunk_bytes(
             self.tsn & _M32, self.stream, self.ssn, self.ppid, self.flags, self.data
         )
+
+    def write_to(self, packet: bytearray) -> None:
+        """Append the DATA chunk's bytes (:meth:`wire`, :attr:`wire_size` of them) to
+        the packet being assembled, copying the user data once, straight from the
+        message."""
+        n = self.size
+        packet += _DATA_HEADER.pack(
+            0, self.flags, 16 + n, self.tsn & _M32, self.stream, self.ssn, self.ppid
+        )
+        packet += self.data
+        if n & 3:
+            packet += PADDING[-n & 3]
 
 
 @dataclass(slots=True)
@@ -266,9 +289,17 @@ class SendSide:
                     self._transmit(ch, now)
                     return ch
             self._rtx_count = 0  # unreachable when the count is right; heal if not
-        if not self.can_send():
+        # can_send() without retransmissions, inlined: this runs for every chunk.
+        pending = self._pending
+        if not pending:
             return None
-        ch = self._pending.popleft()
+        flight = self.flight
+        if flight >= self.cwnd and not self._send_one_now:
+            return None
+        ch = pending[0]
+        if flight and ch.size > self.peer_rwnd:
+            return None
+        pending.popleft()
         self._sent.append(ch)
         if self.peer_rwnd < ch.size:
             self.probing = True
@@ -284,7 +315,8 @@ class SendSide:
         if not ch.in_flight:
             ch.in_flight = True
             self.flight += ch.size
-        self.peer_rwnd = max(0, self.peer_rwnd - ch.size)
+        rwnd = self.peer_rwnd - ch.size
+        self.peer_rwnd = rwnd if rwnd > 0 else 0
         if self.t3_deadline is None:
             # Section 6.3.2, R1: start T3-rtx when sending with none running.
             self.t3_deadline = now + self.rto.rto

@@ -89,9 +89,12 @@ class Packet:
             ChecksumError: the checksum is wrong.
             ParseError: the packet is truncated or a chunk is malformed.
         """
+        # On every packet received: the header checks inlined.
         view = memoryview(data)
-        src, dst, tag = peek_header(view)
-        if check and not verify_checksum(view):
+        if len(view) < COMMON_HEADER_SIZE:
+            raise ParseError("packet shorter than the SCTP common header")
+        src, dst, tag = _COMMON.unpack_from(view)
+        if check and _CRC.unpack_from(view, 8)[0] != compute_checksum(view):
             raise ChecksumError("bad CRC32c")
         return cls(src, dst, tag, parse_chunks(view[COMMON_HEADER_SIZE:]), data)
 

@@ -22,6 +22,11 @@ class State(Enum):
     SHUTDOWN_RECEIVED = "SHUTDOWN-RECEIVED"
     SHUTDOWN_ACK_SENT = "SHUTDOWN-ACK-SENT"
 
+    # Enum hashes a member by its name, in Python; the hot paths test membership in the
+    # frozensets below on every packet and every message. Members are singletons
+    # compared by identity, so the identity hash (in C) is as correct and much cheaper.
+    __hash__ = object.__hash__
+
 
 S = State
 
