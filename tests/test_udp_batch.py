@@ -25,6 +25,7 @@ from trio_sctls.transport import Message
 from trio_sctls.transport._linux import SOL_UDP, UDP_GRO
 from trio_sctls.transport.udp._batch import (
     GRO_ANCILLARY,
+    MAX_REFUSALS,
     MAX_SEGMENTS,
     MAX_TRAIN_BYTES,
     OFFLOAD_ENV,
@@ -167,6 +168,39 @@ class RefusingSocket(socket.socket):
 
     def sendmsg(self, *args: Any, **kwargs: Any) -> int:
         raise OSError(errno.EIO, "no checksum offload")
+
+
+class OversizeSocket(socket.socket):
+    """A socket whose kernel refuses trains with EINVAL, as it does a train whose
+    segments do not fit the route's MTU, while ``fits`` is false."""
+
+    fits = False
+
+    def sendmsg(self, *args: Any, **kwargs: Any) -> int:
+        if not self.fits:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return super().sendmsg(*args, **kwargs)
+
+
+def test_an_einval_refusal_costs_that_train_only_until_several_come_in_a_row() -> None:
+    sender, receiver = bound_pair(OversizeSocket)
+    with sender, receiver:
+        out = TrainSender(sender)
+        address = receiver.getsockname()
+        batch = [(d, address) for d in TRAIN]
+        for _ in range(MAX_REFUSALS - 1):
+            out._send_all(batch)
+        assert out.gso and out.send_calls == 6 * (MAX_REFUSALS - 1)
+        sender.fits = True
+        out._send_all(batch)  # a train that fits resets the count
+        assert out.send_calls == 6 * (MAX_REFUSALS - 1) + 1
+        sender.fits = False
+        for _ in range(MAX_REFUSALS - 1):
+            out._send_all(batch)
+        assert out.gso
+        out._send_all(batch)
+        assert not out.gso
+        assert received(receiver, False)[0] == TRAIN * (2 * MAX_REFUSALS)
 
 
 class OldKernelSocket(socket.socket):

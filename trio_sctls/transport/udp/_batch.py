@@ -18,10 +18,13 @@ the kernel has them and skipped where it refuses:
   :func:`split` cuts them apart again, and each is fed to the core as the packet it was.
   Without the option the kernel splits such trains itself.
 
-Support is probed once per socket (:func:`enable_gso`, :func:`enable_gro`). A kernel
-that takes the option but refuses a train (:data:`GSO_REFUSED`: no checksum offload on
-the route's device, ...) makes the socket fall back to one datagram per call for good,
-and the train is sent that way at once; nothing is lost. :data:`OFFLOAD_ENV` turns both
+Support is probed once per socket (:func:`enable_gso`, :func:`enable_gro`). A train the
+kernel refuses (:data:`GSO_REFUSED`) is sent at once one datagram per call, so nothing
+is lost. ``EINVAL`` may be the train's own fault (a segment larger than the route's
+MTU, which one datagram would meet as ``EMSGSIZE``), so only :data:`MAX_REFUSALS` of
+them in a row, or any other refusal (``EIO``: the device cannot checksum a train;
+``ENOPROTOOPT``, ``EOPNOTSUPP``: no such option), make the socket fall back to one
+datagram per call for good. :data:`OFFLOAD_ENV` turns both
 off, so that the fallback path can be measured on a kernel that has them.
 """
 
@@ -56,6 +59,8 @@ MAX_TRAIN_BYTES: Final = 65000
 GSO_REFUSED: Final = frozenset(
     {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.ENOTSUP}
 )
+#: ``EINVAL`` refusals in a row (no train sent in between) after which trains stop.
+MAX_REFUSALS: Final = 4
 #: ``TRIO_SCTLS_UDP_OFFLOAD=off`` (or ``0``): use neither offload, to measure without.
 OFFLOAD_ENV: Final = "TRIO_SCTLS_UDP_OFFLOAD"
 #: Room for the ``UDP_GRO`` control message (an ``int``) of a ``recvmsg``.
@@ -172,7 +177,7 @@ class TrainSender:
         self.datagrams_sent = 0
         self.send_calls = 0
         self.dropped_sends = 0
-        self._gso_worked = False
+        self._refusals = 0
         self._closed = False
 
     def _send_all(self, datagrams: list[tuple[bytes, SocketAddress]]) -> None:
@@ -194,9 +199,10 @@ class TrainSender:
             self.sock.sendmsg(train, segment_option(size), 0, address)
         except OSError as exc:
             if exc.errno in GSO_REFUSED and not self._closed:
-                # Refused: one per call instead, now for this train, and for good
-                # unless trains went out before (then it was this train's fault).
-                if not self._gso_worked:
+                # Refused: one per call instead, now; and for good unless this train
+                # may have been at fault (see the module docs).
+                self._refusals += 1
+                if exc.errno != errno.EINVAL or self._refusals >= MAX_REFUSALS:
                     self.gso = False
                     log.debug("udp transport: UDP_SEGMENT refused (%r); not using it", exc)
                 for data in train:
@@ -205,7 +211,7 @@ class TrainSender:
             self.datagrams_sent += len(train)
             self._send_failed(exc, address, len(train))
             return
-        self._gso_worked = True
+        self._refusals = 0
         self.send_calls += 1
         self.datagrams_sent += len(train)
 
