@@ -70,33 +70,28 @@ _SEGMENT_SIZE = struct.Struct("=H")  # the UDP_SEGMENT control message: a u16
 _GRO_SIZE = struct.Struct("=i")  # the UDP_GRO control message: an int
 
 
-def _offload_wanted() -> bool:
+def _set_udp_option(sock: socket.socket, option: int, value: int) -> bool:
+    """Set a ``SOL_UDP`` option unless the offloads are off; whether the kernel took it."""
     if not sys.platform.startswith("linux"):
         return False
-    return os.environ.get(OFFLOAD_ENV, "on").lower() not in ("0", "off", "no", "false")
+    if os.environ.get(OFFLOAD_ENV, "on").lower() in ("0", "off", "no", "false"):
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, option, value)
+    except OSError:
+        return False
+    return True
 
 
 def enable_gso(sock: socket.socket) -> bool:
     """Whether ``sock`` can send trains: the kernel knows ``UDP_SEGMENT`` (setting the
     socket's default segment size to 0, "none", asks without changing anything)."""
-    if not _offload_wanted():
-        return False
-    try:
-        sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
-    except OSError:
-        return False
-    return True
+    return _set_udp_option(sock, UDP_SEGMENT, 0)
 
 
 def enable_gro(sock: socket.socket) -> bool:
     """Ask for coalesced datagrams on ``sock``; whether the kernel agreed."""
-    if not _offload_wanted():
-        return False
-    try:
-        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-    except OSError:
-        return False
-    return True
+    return _set_udp_option(sock, UDP_GRO, 1)
 
 
 def segment_option(size: int) -> list[tuple[int, int, bytes]]:

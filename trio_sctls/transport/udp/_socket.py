@@ -34,14 +34,20 @@ A pump is two tasks. The *reader* waits until the socket is readable, then, with
 awaiting, reads every datagram waiting (a burst, at most ``MAX_BURST``), feeds each to
 its endpoint, hands the core's events to the transports, and sends what the core wants
 sent: ``datagrams_to_send`` once per burst, not once per datagram, so acknowledgements
-and data bundle into few packets. The *flusher* sleeps until the earliest timer of any
-association or until someone asks for a flush. The application's calls (send, read,
-reset, close) change the core directly and then ask for a flush; messages queued by
-several tasks in one scheduling round thus leave together, packed into packets up to
-the path MTU. The flusher parks on a :class:`trio.lowlevel.ParkingLot` with the timer as
-the deadline of the scope around it (lowered whenever the core's next deadline moves
-earlier). Only ``abort()`` sends at once, synchronously, because it must
-work when no pump will run again.
+and data bundle into few packets. The core only *decides* while it is fed that a SACK
+is due (every second DATA packet, a gap, a duplicate, a window update: RFC 9260,
+Section 6.2) and builds it when collected, so a burst is answered by one SACK, sent
+before the reader waits again. System calls are batched too (:mod:`._batch`): with
+``UDP_GRO`` one read may bring many datagrams, coalesced by the kernel and split here,
+and a flush sends each train of equal-size packets to one peer in one ``sendmsg``
+(``UDP_SEGMENT``); on a 1500-byte path that is about seven times fewer calls per byte.
+The *flusher* sleeps until the earliest timer of any association or until someone asks
+for a flush. The application's calls (send, read, reset, close) change the core
+directly and then ask for a flush; messages queued by several tasks in one scheduling
+round thus leave together, packed into packets up to the path MTU. The flusher parks
+on a :class:`trio.lowlevel.ParkingLot` with the timer as the deadline of the scope
+around it (lowered whenever the core's next deadline moves earlier). Only ``abort()``
+sends at once, synchronously, because it must work when no pump will run again.
 
 Failure containment. A datagram that fails to parse or to match anything is dropped or
 answered by the core per RFC 9260, Section 8.4; a datagram to an SCTP port nobody
