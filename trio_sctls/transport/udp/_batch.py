@@ -18,6 +18,14 @@ the kernel has them and skipped where it refuses:
   :func:`split` cuts them apart again, and each is fed to the core as the packet it was.
   Without the option the kernel splits such trains itself.
 
+Trains never go to an address of this host (loopback included). The kernel cuts a
+train into datagrams only where it leaves the machine; delivered locally, it reaches
+the receiving socket whole, to be cut there. Plain UDP sockets take that in stride, but
+Linux's own SCTP over UDP does not: a train to it crashed Debian's 6.1 kernel in the
+test VM (``tests/sctp/test_kernel_interop.py`` guards this). A Linux SCTP peer on this
+host in another network namespace (a veth pair, a container) is exposed the same way
+and cannot be told from one elsewhere; :data:`OFFLOAD_ENV` turns trains off for it.
+
 Support is probed once per socket (:func:`enable_gso`, :func:`enable_gro`). A train the
 kernel refuses (:data:`GSO_REFUSED`) is sent at once one datagram per call, so nothing
 is lost. ``EINVAL`` may be the train's own fault (a segment larger than the route's
@@ -164,6 +172,8 @@ class TrainSender:
         send_calls: system calls that sent them.
         dropped_sends: datagrams the kernel refused (a full send buffer, an ICMP error
             surfacing): SCTP retransmits them.
+        local_trains: send trains to this host's own addresses too (off: see the
+            module docs; tests turn it on, as their peers are plain UDP sockets).
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -172,8 +182,10 @@ class TrainSender:
         self.datagrams_sent = 0
         self.send_calls = 0
         self.dropped_sends = 0
+        self.local_trains = False
         self._refusals = 0
         self._closed = False
+        self._local: dict[str, bool] = {}
 
     def _send_all(self, datagrams: list[tuple[bytes, SocketAddress]]) -> None:
         """Send ``datagrams`` in order: in trains where the socket can (``UDP_SEGMENT``),
@@ -184,10 +196,26 @@ class TrainSender:
                 send(data, address)
             return
         for train, address, size in trains(datagrams):
-            if len(train) == 1:
-                send(train[0], address)
+            if len(train) == 1 or (not self.local_trains and self._is_local(address[0])):
+                for data in train:
+                    send(data, address)
             else:
                 self._send_train(train, address, size)
+
+    def _is_local(self, host: str) -> bool:
+        """Whether ``host`` is an address of this host (in this network namespace):
+        one a socket can bind to. Asked once per address."""
+        local = self._local.get(host)
+        if local is None:
+            try:
+                with socket.socket(self.sock.family, socket.SOCK_DGRAM) as probe:
+                    probe.bind((host, 0))
+            except OSError as exc:
+                local = exc.errno != errno.EADDRNOTAVAIL  # unsure: treat it as local
+            else:
+                local = True
+            self._local[host] = local
+        return local
 
     def _send_train(self, train: list[bytes], address: SocketAddress, size: int) -> None:
         try:
