@@ -236,7 +236,9 @@ async def test_an_untrusted_server_is_one_line_naming_the_stream_and_the_fix(
     assert done.returncode == 1
     error = done.stderr.decode().splitlines()[-1]
     assert "Traceback" not in done.stderr.decode()
-    assert error.startswith("trio-sctls: error: stream 0: ") and "--cafile" in error, error
+    # Every stream's parallel handshake fails alike; which one is named first depends on
+    # scheduling (the demux hands a burst of records to all channels at once).
+    assert re.match(r"trio-sctls: error: stream \d+: ", error) and "--cafile" in error, error
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ Section 6.2) and builds it when collected, so a burst is answered by one SACK, s
 before the reader waits again. System calls are batched too (:mod:`._batch`): with
 ``UDP_GRO`` one read may bring many datagrams, coalesced by the kernel and split here,
 and a flush sends each train of equal-size packets to one peer in one ``sendmsg``
-(``UDP_SEGMENT``); on a 1500-byte path that is about seven times fewer calls per byte.
+(``UDP_SEGMENT``); on a 1500-byte path that is about six times fewer calls per byte.
 The *flusher* sleeps until the earliest timer of any association or until someone asks
 for a flush. The application's calls (send, read, reset, close) change the core
 directly and then ask for a flush; messages queued by several tasks in one scheduling
