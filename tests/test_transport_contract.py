@@ -303,6 +303,29 @@ async def test_a_message_over_the_peers_limit_is_sent_and_the_peer_aborts(
             await pair.client.send_message(b"x", stream=0)
 
 
+async def test_receive_nowait_takes_only_what_is_ready_and_loses_or_reorders_nothing(
+    connect: Connect,
+) -> None:
+    # How the demux drains a batch: one receive(), then receive_nowait() until it would
+    # block. Interleaved, the two deliver every message once, in order.
+    async with connect() as pair:
+        with pytest.raises(trio.WouldBlock):
+            pair.server.receive_nowait()
+        for i in range(6):
+            await pair.client.send_message(b"batch %d" % i, stream=0)
+        received = [await next_message(pair.server)]
+        while len(received) < 6:
+            try:
+                item = pair.server.receive_nowait()
+            except trio.WouldBlock:
+                item = await pair.server.receive()
+            if isinstance(item, Message):
+                received.append(item)
+        assert received == [Message(b"batch %d" % i, 0) for i in range(6)]
+        with pytest.raises(trio.WouldBlock):
+            pair.server.receive_nowait()
+
+
 async def test_two_tasks_in_receive_or_accept_at_once_is_a_busy_resource_error(
     connect: Connect,
 ) -> None:

@@ -41,6 +41,7 @@ from trio_sctls.transport._linux import (
     _SCTP_AUTH_CHUNK,
     _SCTP_AUTH_KEY,
 )
+from trio_sctls.transport.udp._batch import TrainSender
 
 from .kernel_udp import kernel_auth_enabled
 from .test_kernel_interop import CONFIG, IPPROTO_SCTP, _received, _recv_exact, drive, udp
@@ -106,7 +107,7 @@ class Wire:
     def drive(
         self,
         core: Association | Endpoint,
-        sock: socket.socket,
+        sock: TrainSender,
         peer: tuple[str, int],
         until: Callable[[list[Event]], bool],
         timeout: float = 20.0,
@@ -155,7 +156,7 @@ def kernel_server() -> Iterator[tuple[socket.socket, int]]:
 
 
 def test_our_authenticated_client_and_a_kernel_server(
-    udp: tuple[socket.socket, tuple[str, int]], kernel_server: tuple[socket.socket, int]
+    udp: tuple[TrainSender, tuple[str, int]], kernel_server: tuple[socket.socket, int]
 ) -> None:
     sock, kernel = udp
     server, sctp_port = kernel_server
@@ -200,7 +201,7 @@ def test_our_authenticated_client_and_a_kernel_server(
 
 
 def test_a_kernel_client_authenticates_to_our_endpoint(
-    udp: tuple[socket.socket, tuple[str, int]],
+    udp: tuple[TrainSender, tuple[str, int]],
 ) -> None:
     sock, kernel = udp
     endpoint = Endpoint(AUTH_CONFIG, local_port=40011)
@@ -240,7 +241,7 @@ def test_a_kernel_client_authenticates_to_our_endpoint(
 
 
 def test_our_client_requiring_auth_refuses_a_kernel_server_without_it(
-    udp: tuple[socket.socket, tuple[str, int]],
+    udp: tuple[TrainSender, tuple[str, int]],
 ) -> None:
     sock, kernel = udp
     server = kernel_socket(auth=False)

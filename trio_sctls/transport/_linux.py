@@ -83,6 +83,19 @@ _SCTP_UNORDERED: Final = 1
 #: RFC 9260 section 3.3.10.12: User-Initiated Abort, carrying the upper layer's reason.
 _USER_INITIATED_ABORT: Final = 12
 _MSG_NOTIFICATION: Final = 0x8000
+
+# --- UDP offloads (include/uapi/linux/udp.h), for the udp transport's socket -----------
+# Python 3.11's socket module names none of these.
+
+#: The socket option and control message level of UDP (``SOL_UDP`` = ``IPPROTO_UDP``).
+SOL_UDP: Final = 17
+#: Generic segmentation offload (Linux >= 4.18): a ``u16`` segment size in a
+#: ``sendmsg`` control message makes the kernel cut one buffer into datagrams of that
+#: size (the last may be shorter).
+UDP_SEGMENT: Final = 103
+#: Receive offload (Linux >= 5.0): datagrams of one flow may arrive coalesced in one
+#: ``recvmsg``, with an ``int`` control message giving the size of each.
+UDP_GRO: Final = 104
 _MSG_EOR: Final = socket.MSG_EOR
 
 # Notification types (enum sctp_sn_type).

@@ -34,14 +34,20 @@ A pump is two tasks. The *reader* waits until the socket is readable, then, with
 awaiting, reads every datagram waiting (a burst, at most ``MAX_BURST``), feeds each to
 its endpoint, hands the core's events to the transports, and sends what the core wants
 sent: ``datagrams_to_send`` once per burst, not once per datagram, so acknowledgements
-and data bundle into few packets. The *flusher* sleeps until the earliest timer of any
-association or until someone asks for a flush. The application's calls (send, read,
-reset, close) change the core directly and then ask for a flush; messages queued by
-several tasks in one scheduling round thus leave together, packed into packets up to
-the path MTU. The flusher parks on a :class:`trio.lowlevel.ParkingLot` with the timer as
-the deadline of the scope around it (lowered whenever the core's next deadline moves
-earlier). Only ``abort()`` sends at once, synchronously, because it must
-work when no pump will run again.
+and data bundle into few packets. The core only *decides* while it is fed that a SACK
+is due (every second DATA packet, a gap, a duplicate, a window update: RFC 9260,
+Section 6.2) and builds it when collected, so a burst is answered by one SACK, sent
+before the reader waits again. System calls are batched too (:mod:`._batch`): with
+``UDP_GRO`` one read may bring many datagrams, coalesced by the kernel and split here,
+and a flush sends each train of equal-size packets to one peer in one ``sendmsg``
+(``UDP_SEGMENT``); on a 1500-byte path that is about six times fewer calls per byte.
+The *flusher* sleeps until the earliest timer of any association or until someone asks
+for a flush. The application's calls (send, read, reset, close) change the core
+directly and then ask for a flush; messages queued by several tasks in one scheduling
+round thus leave together, packed into packets up to the path MTU. The flusher parks
+on a :class:`trio.lowlevel.ParkingLot` with the timer as the deadline of the scope
+around it (lowered whenever the core's next deadline moves earlier). Only ``abort()``
+sends at once, synchronously, because it must work when no pump will run again.
 
 Failure containment. A datagram that fails to parse or to match anything is dropped or
 answered by the core per RFC 9260, Section 8.4; a datagram to an SCTP port nobody
@@ -109,6 +115,14 @@ from ...sctp import (
     abort_init,
     ootb_response,
 )
+from ._batch import (
+    GRO_ANCILLARY,
+    SocketAddress,
+    TrainSender,
+    enable_gro,
+    received_size,
+    split,
+)
 from ._icmp import (
     ERROR_ANCILLARY,
     ICMP_ERRNOS,
@@ -145,7 +159,8 @@ RECEIVE_BUFFER: Final = 1024 * 1024
 SOCKET_BUFFER: Final = 8 * 1024 * 1024
 #: Largest UDP payload we can receive.
 RECEIVE_SIZE: Final = 65536
-#: Datagrams handled before events are dispatched and replies flushed.
+#: Datagrams handled before events are dispatched and replies flushed (a bound on the
+#: work between two checkpoints, so other tasks and sockets get their turn).
 MAX_BURST: Final = 64
 #: Seconds :meth:`UDPTransport.aclose` waits for the SHUTDOWN sequence before aborting.
 GRACEFUL_CLOSE_TIMEOUT: Final = 10.0
@@ -155,9 +170,6 @@ DEFAULT_BACKLOG: Final = 128
 _EPHEMERAL = (49152, 65535)
 
 _PORTS = struct.Struct("!HH")
-
-
-SocketAddress = tuple[str, int] | tuple[str, int, int, int]
 
 
 # -- sockets ------------------------------------------------------------------------------
@@ -226,11 +238,11 @@ def _first(hosts: str | Sequence[str] | None) -> str | None:
 
 
 @final
-class _UDPSocket:
+class _UDPSocket(TrainSender):
     """One UDP socket and the SCTP endpoints on it: the driver (see the module docs)."""
 
     def __init__(self, sock: socket.socket, key: tuple[int, str, int] | None) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.key = key
         host, port = sock.getsockname()[:2]
         self.address: tuple[str, int] = (host, port)
@@ -240,14 +252,11 @@ class _UDPSocket:
         self.transports: dict[Association, UDPTransport] = {}
         #: Transports with senders waiting for room in the send buffer.
         self.blocked: set[UDPTransport] = set()
-        #: Datagrams the kernel refused to send (full buffer): SCTP retransmits them.
-        self.dropped_sends = 0
         self._pump_lock = trio.Lock()
         self._flush_wanted = trio.lowlevel.ParkingLot()
         self._timer_scope: trio.CancelScope | None = None
         self._dirty = False
         self._deadline = math.inf
-        self._closed = False
         #: Endpoints with something to dispatch or flush: fed a datagram, a timer, or
         #: woken by one of their associations (``Endpoint.wakeup``). Flushes and event
         #: dispatch visit only these, not every endpoint on the socket.
@@ -256,9 +265,12 @@ class _UDPSocket:
         self._pumping = False
         #: The next deadline of each endpoint.
         self._timers: Deadlines[Endpoint] = Deadlines()
-        #: Datagrams sent and received on this socket (statistics).
-        self.datagrams_sent = 0
+        #: Datagrams received on this socket, and the system calls that read them
+        #: (statistics: with ``UDP_GRO`` one call may carry many).
         self.datagrams_received = 0
+        self.receive_calls = 0
+        #: Whether coalesced datagrams come in (``UDP_GRO``): see :mod:`._batch`.
+        self.gro = enable_gro(sock)
         #: Whether ICMP errors are queued for us to read (IP_RECVERR).
         self.icmp_errors = enable_icmp_errors(sock, sock.family)
         #: ICMP port unreachables that ended an association, and ICMP errors ignored
@@ -412,11 +424,14 @@ class _UDPSocket:
 
     def _read_burst(self, now: float) -> None:
         sock = self.sock
-        endpoints = self.endpoints
-        busy = self._busy
+        gro = self.gro
+        received = 0
         for count in range(MAX_BURST):
             try:
-                data, address = sock.recvfrom(RECEIVE_SIZE)
+                if gro:
+                    data, ancillary, flags, address = sock.recvmsg(RECEIVE_SIZE, GRO_ANCILLARY)
+                else:
+                    data, address = sock.recvfrom(RECEIVE_SIZE)
             except BlockingIOError:
                 if count == 0 and self.icmp_errors:
                     # Woken with nothing to read: the error queue (epoll says EPOLLERR
@@ -439,19 +454,33 @@ class _UDPSocket:
                 if self.icmp_errors:
                     self._read_errors()
                 return
-            self.datagrams_received += 1
-            if len(data) < 12:
-                continue  # not even a common header: not SCTP
-            _src, dst = _PORTS.unpack_from(data)
-            endpoint = endpoints.get(dst)
-            try:
-                if endpoint is not None:
-                    busy[endpoint] = None
-                    endpoint.receive_datagram(data, address, now)
-                else:
-                    self._no_endpoint(data, address)
-            except Exception:  # pragma: no cover - a bug in the core: drop this datagram
-                log.exception("udp transport: datagram from %r could not be processed", address)
+            self.receive_calls += 1
+            if gro and ancillary:  # several datagrams, coalesced by the kernel
+                datagrams = split(data, received_size(ancillary), bool(flags & socket.MSG_TRUNC))
+                for datagram in datagrams:
+                    self._received(datagram, address, now)
+                received += len(datagrams)
+            else:
+                self._received(data, address, now)
+                received += 1
+            if received >= MAX_BURST:
+                return
+
+    def _received(self, data: bytes, address: SocketAddress, now: float) -> None:
+        """Feed one datagram to its endpoint."""
+        self.datagrams_received += 1
+        if len(data) < 12:
+            return  # not even a common header: not SCTP
+        _src, dst = _PORTS.unpack_from(data)
+        endpoint = self.endpoints.get(dst)
+        try:
+            if endpoint is not None:
+                self._busy[endpoint] = None
+                endpoint.receive_datagram(data, address, now)
+            else:
+                self._no_endpoint(data, address)
+        except Exception:  # pragma: no cover - a bug in the core: drop this datagram
+            log.exception("udp transport: datagram from %r could not be processed", address)
 
     def _no_endpoint(self, data: bytes, address: SocketAddress) -> None:
         """RFC 9260, Section 8.4: nobody has this SCTP port here."""
@@ -534,22 +563,23 @@ class _UDPSocket:
         """Send everything the busy endpoints have queued; recompute the next deadline.
         An endpoint with events still to dispatch stays busy for the next dispatch."""
         self._dirty = False
-        send = self._send
         busy = self._busy
         self._busy = {}
         timers = self._timers
         endpoints = self.endpoints
+        outgoing: list[tuple[bytes, SocketAddress]] = []
         for endpoint in busy:
             if endpoints.get(endpoint.local_port) is not endpoint:
                 continue
             try:
-                for data, address in endpoint.datagrams_to_send(now):
-                    send(data, address)  # type: ignore[arg-type]
+                outgoing += endpoint.datagrams_to_send(now)  # type: ignore[arg-type]
                 timers.set(endpoint, endpoint.timer_deadline())
             except Exception:  # pragma: no cover - a bug in the core; serve the others
                 log.exception("udp transport: error while collecting datagrams")
             if endpoint.has_events:
                 self._busy[endpoint] = None
+        if outgoing:
+            self._send_all(outgoing)
         earliest = timers.earliest()
         deadline = math.inf if earliest is None else earliest
         self._deadline = deadline
@@ -559,22 +589,6 @@ class _UDPSocket:
         if self.blocked:
             for transport in list(self.blocked):
                 transport._wake_senders()
-
-    def _send(self, data: bytes, address: SocketAddress) -> None:
-        self.datagrams_sent += 1
-        try:
-            self.sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            # The send buffer is full: the datagram is lost, and SCTP retransmits it.
-            self.dropped_sends += 1
-        except OSError as exc:
-            if self._closed:
-                return
-            self.dropped_sends += 1
-            # The socket's pending ICMP error may surface here instead of in recvfrom
-            # (its details stay in the error queue); SCTP retransmits either way.
-            level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
-            log.log(level, "udp transport: sendto %r failed: %r", address, exc)
 
     def vanish(self) -> None:
         """Close the socket now and send nothing more, as a killed process would
