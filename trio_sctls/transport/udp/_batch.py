@@ -24,7 +24,9 @@ the receiving socket whole, to be cut there. Plain UDP sockets take that in stri
 Linux's own SCTP over UDP does not: a train to it crashed Debian's 6.1 kernel in the
 test VM (``tests/sctp/test_kernel_interop.py`` guards this). A Linux SCTP peer on this
 host in another network namespace (a veth pair, a container) is exposed the same way
-and cannot be told from one elsewhere; :data:`OFFLOAD_ENV` turns trains off for it.
+and cannot be told from one elsewhere. So trains are opt-in (:data:`OFFLOAD_ENV`
+``=on``); the receive offload, which only changes how our own socket reads, is on by
+default.
 
 Support is probed once per socket (:func:`enable_gso`, :func:`enable_gro`). A train the
 kernel refuses (:data:`GSO_REFUSED`) is sent at once one datagram per call, so nothing
@@ -32,8 +34,8 @@ is lost. ``EINVAL`` may be the train's own fault (a segment larger than the rout
 MTU, which one datagram would meet as ``EMSGSIZE``), so only :data:`MAX_REFUSALS` of
 them in a row, or any other refusal (``EIO``: the device cannot checksum a train;
 ``ENOPROTOOPT``, ``EOPNOTSUPP``: no such option), make the socket fall back to one
-datagram per call for good. :data:`OFFLOAD_ENV` turns both
-off, so that the fallback path can be measured on a kernel that has them.
+datagram per call for good. :data:`OFFLOAD_ENV` ``=off`` turns both off, so that
+the fallback path can be measured on a kernel that has them.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ GSO_REFUSED: Final = frozenset(
 )
 #: ``EINVAL`` refusals in a row (no train sent in between) after which trains stop.
 MAX_REFUSALS: Final = 4
-#: ``TRIO_SCTLS_UDP_OFFLOAD=off`` (or ``0``): use neither offload, to measure without.
+#: The environment variable that chooses the offloads: unset, receive offload only;
+#: ``on``, trains too (for peers known not to be Linux SCTP on this host); ``off``,
+#: neither, to measure without.
 OFFLOAD_ENV: Final = "TRIO_SCTLS_UDP_OFFLOAD"
 #: Room for the ``UDP_GRO`` control message (an ``int``) of a ``recvmsg``.
 GRO_ANCILLARY: Final = socket.CMSG_SPACE(4)
@@ -78,11 +82,20 @@ _SEGMENT_SIZE = struct.Struct("=H")  # the UDP_SEGMENT control message: a u16
 _GRO_SIZE = struct.Struct("=i")  # the UDP_GRO control message: an int
 
 
+def offloads_wanted() -> frozenset[str]:
+    """Which offloads :data:`OFFLOAD_ENV` allows: ``{"gro"}`` by default, both with
+    ``on`` (or ``gso``, ``all``), neither with ``off``."""
+    value = os.environ.get(OFFLOAD_ENV, "").strip().lower()
+    if value in ("0", "off", "no", "false", "none"):
+        return frozenset()
+    if value in ("1", "on", "yes", "true", "gso", "all"):
+        return frozenset({"gro", "gso"})
+    return frozenset({"gro"})
+
+
 def _set_udp_option(sock: socket.socket, option: int, value: int) -> bool:
-    """Set a ``SOL_UDP`` option unless the offloads are off; whether the kernel took it."""
+    """Set a ``SOL_UDP`` option; whether the kernel took it."""
     if not sys.platform.startswith("linux"):
-        return False
-    if os.environ.get(OFFLOAD_ENV, "on").lower() in ("0", "off", "no", "false"):
         return False
     try:
         sock.setsockopt(SOL_UDP, option, value)
@@ -93,13 +106,14 @@ def _set_udp_option(sock: socket.socket, option: int, value: int) -> bool:
 
 def enable_gso(sock: socket.socket) -> bool:
     """Whether ``sock`` can send trains: the kernel knows ``UDP_SEGMENT`` (setting the
-    socket's default segment size to 0, "none", asks without changing anything)."""
-    return _set_udp_option(sock, UDP_SEGMENT, 0)
+    socket's default segment size to 0, "none", asks without changing anything) and
+    :data:`OFFLOAD_ENV` asks for them."""
+    return "gso" in offloads_wanted() and _set_udp_option(sock, UDP_SEGMENT, 0)
 
 
 def enable_gro(sock: socket.socket) -> bool:
     """Ask for coalesced datagrams on ``sock``; whether the kernel agreed."""
-    return _set_udp_option(sock, UDP_GRO, 1)
+    return "gro" in offloads_wanted() and _set_udp_option(sock, UDP_GRO, 1)
 
 
 def segment_option(size: int) -> list[tuple[int, int, bytes]]:
