@@ -19,7 +19,7 @@ import trio
 from OpenSSL import SSL
 
 from .._errors import RemoteProtocolError
-from .._listeners import peer_name, serve_until_cancelled
+from .._listeners import ListenerPorts, peer_name, serve_until_cancelled
 from .._options import (
     PlainServerKeywords,
     ServerOptions,
@@ -29,6 +29,7 @@ from .._options import (
     make_server_options,
     make_transport_options,
 )
+from .._util import closed_or_aborted
 from ..transport import MessageListener
 from ..transport._registry import open_client, open_server
 from ._association import DTLSAssociation
@@ -98,18 +99,13 @@ async def open_dtls_association(
             server_hostname=server_hostname,
             options=options,
         )
-        try:
+        async with closed_or_aborted(association):
             await association.do_handshake()
             yield association
-        except BaseException:
-            association.abort()
-            raise
-        else:
-            await association.aclose()
 
 
 @final
-class DTLSListener:
+class DTLSListener(ListenerPorts):
     """Accepts SCTP associations with SCTP-AUTH and wraps each in a
     :class:`~trio_sctls.dtls.DTLSAssociation` (server side), whose handshake runs on
     first use. Created by :func:`open_dtls_listener`.
@@ -128,16 +124,6 @@ class DTLSListener:
         self.transport_listener = transport_listener
         self.options = options
         self._ssl_context = ssl_context
-
-    @property
-    def port(self) -> int:
-        """The SCTP port (useful after binding port 0)."""
-        return self.transport_listener.port
-
-    @property
-    def udp_port(self) -> int | None:
-        """(udp) The UDP port SCTP travels in; ``None`` on other transports."""
-        return self.transport_listener.udp_port
 
     async def accept(self) -> DTLSAssociation:
         """The next association, its handshake not yet run (``do_handshake()``, or

@@ -37,7 +37,8 @@ import trio
 from OpenSSL import SSL
 
 from .._errors import AssociationError, HandshakeError, RemoteProtocolError
-from ..transport import Message, MessageTransport, ShutdownReceived
+from ..transport import Message, MessageTransport, ShutdownReceived, TransportState
+from ..transport._base import check_send_args
 from ._engine import DTLSEngine, OutgoingRecord
 from ._options import DTLSOptions
 from ._records import MAX_PLAINTEXT
@@ -226,13 +227,7 @@ class DTLSAssociation:
                 f"DTLS over SCTP carries messages of 1..{MAX_PLAINTEXT} bytes (one record, "
                 f"RFC 6083 section 4.2), not {len(data)}"
             )
-        if not 0 <= stream < self.transport.outbound_streams:
-            raise ValueError(
-                f"stream {stream} out of range: this association has "
-                f"{self.transport.outbound_streams} outbound streams"
-            )
-        if not 0 <= ppid < 2**32:
-            raise ValueError(f"ppid {ppid} does not fit in 32 bits")
+        check_send_args(self.transport, data, stream, ppid)
         await self.do_handshake()
         payload = bytes(data)
         while not self._guard(lambda: self._engine.encrypt(payload, stream, ppid, unordered)):
@@ -284,7 +279,11 @@ class DTLSAssociation:
             return
         self._closed = True
         try:
-            if self._error is None and self._engine.handshake_complete:
+            if (
+                self._error is None
+                and self._engine.handshake_complete
+                and self.transport.state is TransportState.OPEN
+            ):
                 with trio.move_on_after(self.options.close_timeout) as scope:
                     self._engine.close()
                     await self._flush(closing=True)

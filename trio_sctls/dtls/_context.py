@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import weakref
 from typing import Any
 
 from OpenSSL import SSL
@@ -66,12 +67,26 @@ def create_dtls_context(
     return context
 
 
+#: Contexts already pinned (pyOpenSSL forbids changing a context once it made a
+#: connection, so each is prepared once, before its first one).
+_prepared: weakref.WeakSet[SSL.Context] = weakref.WeakSet()
+
+
 def prepare_context(context: SSL.Context) -> None:
     """Pin ``context`` to DTLS 1.2 and turn off what SCTP makes wrong: OpenSSL must
-    not probe a path MTU (SCTP fragments user messages; we set the record size)."""
+    not probe a path MTU (SCTP fragments user messages; we set the record size).
+    Idempotent.
+
+    Raises:
+        ValueError: the context already made connections elsewhere (pyOpenSSL
+            forbids changing it now): give DTLS over SCTP a context of its own.
+    """
+    if context in _prepared:
+        return
     context.set_min_proto_version(DTLS_1_2)
     context.set_max_proto_version(DTLS_1_2)
     context.set_options(SSL.OP_NO_QUERY_MTU)
+    _prepared.add(context)
 
 
 def verify_peer_identity(certificate: Any, server_hostname: str) -> None:

@@ -80,10 +80,7 @@ class MemoryAuthKeys:
         Raises:
             ValueError: no such key, or it is the active key.
         """
-        if key_id not in self._keys:
-            raise ValueError(f"no key {key_id}")
-        if key_id == self._active:
-            raise ValueError(f"key {key_id} is the active key; activate another first")
+        self._check_inactive(key_id)
         self._deactivated.add(key_id)
 
     def delete_key(self, key_id: int) -> None:
@@ -92,12 +89,15 @@ class MemoryAuthKeys:
         Raises:
             ValueError: no such key, or it is the active key.
         """
+        self._check_inactive(key_id)
+        del self._keys[key_id]
+        self._deactivated.discard(key_id)
+
+    def _check_inactive(self, key_id: int) -> None:
         if key_id not in self._keys:
             raise ValueError(f"no key {key_id}")
         if key_id == self._active:
             raise ValueError(f"key {key_id} is the active key; activate another first")
-        del self._keys[key_id]
-        self._deactivated.discard(key_id)
 
     def sign(self) -> Signature:
         """The signature of a message sent now."""
