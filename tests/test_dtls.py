@@ -17,6 +17,7 @@ from OpenSSL import SSL
 from trio_sctls import (
     AssociationAbortedError,
     HandshakeError,
+    PeerIdentityError,
     RemoteProtocolError,
     open_transport,
 )
@@ -34,7 +35,7 @@ from trio_sctls.dtls._records import MAX_RECORD, parse_message
 from trio_sctls.transport import Message
 from trio_sctls.transport.memory import MemoryTransport, memory_pair
 
-from .conftest import CA, SERVER_CERT, SERVER_NAME
+from .conftest import CA, OTHER_SERVER_CERT, SERVER_CERT, SERVER_NAME
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +332,61 @@ async def test_a_client_without_sctp_auth_is_refused_by_the_dtls_server(
             with pytest.raises(AssociationAbortedError, match="SCTP-AUTH"):
                 await plain.receive()
         await assert_serves(pems, port)
+
+
+async def test_a_renegotiation_presenting_another_certificate_ends_the_association(
+    pems: dict[str, Path], tmp_path: Path
+) -> None:
+    # The same name, the same CA: valid, but not the certificate pinned at the first
+    # handshake (a server whose key changed hands mid-association).
+    OTHER_SERVER_CERT.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "other.pem"))
+    other = create_dtls_context(server_side=True, certfile=tmp_path / "other.pem")
+    server_ctx = server_context(pems)
+    hellos = 0
+
+    def on_server_name(connection: SSL.Connection) -> None:
+        nonlocal hellos
+        hellos += 1
+        if hellos > 1:
+            connection.set_context(other)
+
+    server_ctx.set_tlsext_servername_callback(on_server_name)
+    client_sctp, server_sctp = memory_pair(auth=True)
+    client = DTLSAssociation(
+        client_sctp, client_context(pems), server_side=False, server_hostname=SERVER_NAME
+    )
+    server = DTLSAssociation(server_sctp, server_ctx, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    async with trio.open_nursery() as nursery:
+        # The server's side of the handshake completes; the client's check fails.
+        nursery.start_soon(server.renegotiate)
+        with pytest.raises(PeerIdentityError, match="different certificate"):
+            await client.receive()
+    with pytest.raises(AssociationAbortedError, match="different certificate"):
+        await server.receive()
+    assert hellos == 2
+    assert isinstance(client.error, PeerIdentityError)
+
+
+async def test_data_that_overtakes_the_finished_on_another_stream_is_read_after_it(
+    pems: dict[str, Path], autojump_clock: trio.testing.MockClock
+) -> None:
+    # The server's stream 0 (its ChangeCipherSpec and Finished) is slow; its first
+    # message, on stream 3, reaches the client before the handshake has completed there.
+    client_sctp, server_sctp = memory_pair(
+        auth=True, server_delay=lambda stream: 0.5 if stream == 0 else 0.0
+    )
+    client = DTLSAssociation(client_sctp, client_context(pems), server_side=False)
+    server = DTLSAssociation(server_sctp, server_context(pems), server_side=True)
+
+    async def serve_first() -> None:
+        await server.do_handshake()
+        await server.send_message(b"early", stream=3, ppid=7)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_first)
+        await client.do_handshake()
+    message = await client.receive()
+    assert (message.data, message.stream, message.ppid) == (b"early", 3, 7)
