@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
-import trustme
 
 from trio_sctls import HandshakeError
 from trio_sctls.dtls import (
@@ -30,25 +30,16 @@ from trio_sctls.dtls import (
     serve_dtls,
 )
 
-from .conftest import CA, SERVER_CERT, SERVER_NAME
+from .conftest import SERVER_NAME
 from .test_cli import STEP, Lines, certs, connect_args, running, udp_server
+from .test_dtls import pems
 
-__all__ = ["certs"]  # the fixture, re-used
+__all__ = ["certs", "pems"]  # the fixtures, re-used
 
 TRANSPORTS = [
     pytest.param("udp", id="udp"),
     pytest.param("kernel", id="kernel", marks=pytest.mark.kernel),
 ]
-
-
-@pytest.fixture(scope="module")
-def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("dtls-transports")
-    paths = {"ca": base / "ca.pem", "server": base / "server.pem", "other_ca": base / "o.pem"}
-    CA.cert_pem.write_to_path(str(paths["ca"]))
-    SERVER_CERT.private_key_and_cert_chain_pem.write_to_path(str(paths["server"]))
-    trustme.CA().cert_pem.write_to_path(str(paths["other_ca"]))
-    return paths
 
 
 async def echo(association: DTLSAssociation) -> None:
@@ -82,18 +73,24 @@ def client_keywords(transport: str, listener: DTLSListener) -> dict[str, object]
     return keywords
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_messages_flow_with_the_exporter_key_active_on_both_ends(
-    transport: str, pems: dict[str, Path], nursery: trio.Nursery
-) -> None:
-    listener = await start_server(nursery, transport, pems)
-    async with open_dtls_association(
+def connect(
+    transport: str, listener: DTLSListener, pems: dict[str, Path]
+) -> AbstractAsyncContextManager[DTLSAssociation]:
+    return open_dtls_association(
         "127.0.0.1",
         listener.port,
         ssl_context=create_dtls_context(cafile=pems["ca"]),
         server_hostname=SERVER_NAME,
         **client_keywords(transport, listener),  # type: ignore[arg-type]
-    ) as association:
+    )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_messages_flow_with_the_exporter_key_active_on_both_ends(
+    transport: str, pems: dict[str, Path], nursery: trio.Nursery
+) -> None:
+    listener = await start_server(nursery, transport, pems)
+    async with connect(transport, listener, pems) as association:
         assert association.transport.auth is not None
         for stream in range(1, 4):
             await association.send_message(b"m" * 16384, stream=stream, ppid=47, unordered=True)
@@ -117,13 +114,7 @@ async def test_a_client_trusting_another_ca_fails_and_the_server_serves_on(
             **client_keywords(transport, listener),  # type: ignore[arg-type]
         ):
             pass  # pragma: no cover
-    async with open_dtls_association(
-        "127.0.0.1",
-        listener.port,
-        ssl_context=create_dtls_context(cafile=pems["ca"]),
-        server_hostname=SERVER_NAME,
-        **client_keywords(transport, listener),  # type: ignore[arg-type]
-    ) as association:
+    async with connect(transport, listener, pems) as association:
         await association.send_message(b"still serving", stream=0)
         assert (await association.receive()).data == b"still serving"
     nursery.cancel_scope.cancel()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -33,7 +33,7 @@ from .peer import LineMode, Mode, parse_line, status, stdin_lines
 if TYPE_CHECKING:
     from OpenSSL import SSL
 
-    from ..dtls import DTLSAssociation
+    from ..dtls import DTLSAssociation, DTLSListener
 
 
 def server_context(cert: str, key: str | None, cafile: str | None) -> SSL.Context:
@@ -64,6 +64,42 @@ def _described(association: DTLSAssociation) -> str:
     )
 
 
+async def echo_messages(
+    association: DTLSAssociation, *, quiet: bool = True, label: str = ""
+) -> None:
+    """Send every message back on the stream, with the PPID and ordering it came with
+    (printing it unless ``quiet``), until the peer closes."""
+    async for message in association:
+        _print(message, quiet, label)
+        await association.send_message(
+            message.data, stream=message.stream, ppid=message.ppid, unordered=message.unordered
+        )
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    handler: Callable[[DTLSAssociation], Awaitable[object]],
+    port: int,
+    ssl_context: SSL.Context,
+    hosts: Sequence[str] | str | None,
+    transport_options: TransportOptions,
+) -> DTLSListener:
+    """``serve_dtls`` in ``nursery``; returns its listener once it listens."""
+    from ..dtls import serve_dtls
+
+    listener: DTLSListener = await nursery.start(
+        partial(
+            serve_dtls,
+            handler,
+            port,
+            ssl_context=ssl_context,
+            host=hosts,
+            transport_options=transport_options,
+        )
+    )
+    return listener
+
+
 async def run_server(
     *,
     port: int,
@@ -73,34 +109,19 @@ async def run_server(
     quiet: bool,
 ) -> None:
     """Serve DTLS over SCTP until cancelled: echo every message."""
-    from ..dtls import DTLSListener, serve_dtls
-
     count = 0
 
     async def echo(association: DTLSAssociation) -> None:
         nonlocal count
         count += 1
         label = f"#{count} "
-        status(
-            f"{label}association from {association.transport.peer_addresses}: "
-            f"{_described(association)}"
-        )
-        async for message in association:
-            _print(message, quiet, label)
-            await association.send_message(
-                message.data, stream=message.stream, ppid=message.ppid, unordered=message.unordered
-            )
+        peer = association.transport.peer_addresses
+        status(f"{label}association from {peer}: {_described(association)}")
+        await echo_messages(association, quiet=quiet, label=label)
 
     async with trio.open_nursery() as nursery:
-        listener: DTLSListener = await nursery.start(
-            partial(
-                serve_dtls,
-                echo,
-                port,
-                ssl_context=ssl_context,
-                host=list(hosts) if hosts else None,
-                transport_options=transport_options,
-            )
+        listener = await start_server(
+            nursery, echo, port, ssl_context, list(hosts) if hosts else None, transport_options
         )
         udp = f" over UDP port {listener.udp_port}" if listener.udp_port is not None else ""
         status(
@@ -179,7 +200,7 @@ async def run_demo(*, streams: int, size: int, transport: TransportName, port: i
     """An echo server and a client on loopback over DTLS over SCTP: ``size`` bytes on
     every stream in 16 KiB messages, verified; a table per stream. Returns whether
     every byte came back."""
-    from ..dtls import MAX_PLAINTEXT, DTLSListener, create_dtls_context
+    from ..dtls import MAX_PLAINTEXT, create_dtls_context
 
     concrete = resolve(transport)
     status(f"transport: {TRANSPORT_DESCRIPTIONS[concrete]}, DTLS over SCTP (RFC 6083)")
@@ -192,23 +213,12 @@ async def run_demo(*, streams: int, size: int, transport: TransportName, port: i
     with _demo_paths("server.pem", "server.key", "ca.pem") as (cert, key, ca):
         server_context = create_dtls_context(server_side=True, certfile=cert, keyfile=key)
         client_ctx = create_dtls_context(cafile=ca)
-    from ..dtls import open_dtls_association, serve_dtls
-
-    async def echo(association: DTLSAssociation) -> None:
-        async for message in association:
-            await association.send_message(message.data, stream=message.stream, ppid=message.ppid)
+    from ..dtls import open_dtls_association
 
     rows = [_Row(stream) for stream in range(streams)]
     async with trio.open_nursery() as nursery:
-        listener: DTLSListener = await nursery.start(
-            partial(
-                serve_dtls,
-                echo,
-                port,
-                ssl_context=server_context,
-                host="127.0.0.1",
-                transport_options=options,
-            )
+        listener = await start_server(
+            nursery, echo_messages, port, server_context, "127.0.0.1", options
         )
         client_options = TransportOptions(
             transport=concrete,
