@@ -31,8 +31,10 @@ from trio_sctls.dtls import (
     open_dtls_association,
     serve_dtls,
 )
+from trio_sctls.dtls._keys import KeySchedule, next_key_id
 from trio_sctls.dtls._records import MAX_RECORD, parse_message
 from trio_sctls.transport import Message
+from trio_sctls.transport._memory_auth import MemoryAuthKeys
 from trio_sctls.transport.memory import MemoryTransport, memory_pair
 
 from .conftest import CA, OTHER_SERVER_CERT, SERVER_CERT, SERVER_NAME
@@ -277,6 +279,8 @@ def raw_record(content_type: int, epoch: int, payload: bytes) -> bytes:
         pytest.param(raw_record(22, 1, b"\x01" * 40), 1, id="handshake-record-on-stream-1"),
         pytest.param(raw_record(21, 1, b"\x02" * 30), 4, id="alert-on-stream-4"),
         pytest.param(raw_record(23, 1, b"\x17" * 48), 1, id="tampered-application-record"),
+        pytest.param(raw_record(23, 5, b"\x17" * 48), 2, id="record-from-a-future-epoch"),
+        pytest.param(raw_record(23, 0, b"\x17" * 48), 2, id="unprotected-application-data"),
         pytest.param(raw_record(23, 1, b"\0" * (2**14 + 2049)), 1, id="oversized-record"),
         pytest.param(raw_record(23, 1, b"\0" * 10) + b"trailing", 1, id="two-things-in-one"),
     ],
@@ -390,3 +394,18 @@ async def test_data_that_overtakes_the_finished_on_another_stream_is_read_after_
         await client.do_handshake()
     message = await client.receive()
     assert (message.data, message.stream, message.ppid) == (b"early", 3, 7)
+
+
+def test_key_ids_count_up_and_wrap_from_65535_to_1_never_reusing_0() -> None:
+    keys = MemoryAuthKeys()
+    keys.add_key(65535, b"k")
+    keys.activate_key(65535)
+    keys.deactivate_key(0)
+    keys.delete_key(0)
+    schedule = KeySchedule(keys)
+    schedule.install(b"new")
+    schedule.install(b"ignored: one key per handshake")
+    schedule.activate()
+    schedule.retire()
+    assert (keys.active_key_id, keys.key_ids, keys.sign().secret) == (1, (1,), b"new")
+    assert next_key_id(1) == 2 and next_key_id(65535) == 1

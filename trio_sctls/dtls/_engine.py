@@ -232,6 +232,12 @@ class DTLSEngine:
             return
         if header.epoch == 0:
             raise RemoteProtocolError("application data before the handshake", stream=stream)
+        if header.epoch > self._readable_epoch + 1:
+            # Only the epoch of a handshake under way can be ahead of us.
+            raise RemoteProtocolError(
+                f"a record of epoch {header.epoch} while reading epoch {self._readable_epoch}",
+                stream=stream,
+            )
         if header.epoch > self._readable_epoch:
             if len(self._early) >= MAX_EARLY_RECORDS:
                 raise RemoteProtocolError(
