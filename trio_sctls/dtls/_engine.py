@@ -223,7 +223,7 @@ class DTLSEngine:
                     "(RFC 6083 section 4.4)",
                     stream=stream,
                 )
-            self._feed(data, stream)
+            self._connection.bio_write(data)
             self._drive(stream)
             if header.content_type == CHANGE_CIPHER_SPEC:
                 self._install_secret()
@@ -303,9 +303,6 @@ class DTLSEngine:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _feed(self, data: bytes, stream: int) -> None:
-        self._connection.bio_write(data)
-
     def _drive(self, stream: int) -> None:
         """Let OpenSSL process what it was fed; collect what it writes."""
         try:
@@ -344,7 +341,7 @@ class DTLSEngine:
                 f"{self._readable_epoch}: it cannot be decrypted any more",
                 stream=stream,
             )
-        self._feed(data, stream)
+        self._connection.bio_write(data)
         try:
             plaintext = self._connection.recv(_READ_SIZE)
         except SSL.WantReadError:
