@@ -409,3 +409,31 @@ def test_key_ids_count_up_and_wrap_from_65535_to_1_never_reusing_0() -> None:
     schedule.retire()
     assert (keys.active_key_id, keys.key_ids, keys.sign().secret) == (1, (1,), b"new")
     assert next_key_id(1) == 2 and next_key_id(65535) == 1
+
+
+async def test_a_client_sending_and_receiving_at_once_does_not_deadlock_on_a_full_window(
+    pems: dict[str, Path], autojump_clock: trio.testing.MockClock
+) -> None:
+    # The server echoes into the client's window while the client's sender waits for
+    # the server's: the client's receiver must keep reading, not queue behind it.
+    client_sctp, server_sctp = memory_pair(auth=True, window=64 * 1024)
+    client = DTLSAssociation(client_sctp, client_context(pems), server_side=False)
+    server = DTLSAssociation(server_sctp, server_context(pems), server_side=True)
+    count = 64
+
+    async def echo() -> None:
+        async for message in server:
+            await server.send_message(message.data, stream=message.stream)
+
+    async def send() -> None:
+        for index in range(count):
+            await client.send_message(bytes([index]) * MAX_PLAINTEXT, stream=1 + index % 2)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            await client.do_handshake()
+            nursery.start_soon(send)
+            echoed = [await client.receive() for _ in range(count)]
+            nursery.cancel_scope.cancel()
+    assert sorted(message.data[0] for message in echoed) == list(range(count))

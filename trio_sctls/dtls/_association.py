@@ -349,13 +349,22 @@ class DTLSAssociation:
                     message.data, message.stream, message.ppid, message.unordered
                 )
             )
-            await self._flush()
+            await self._flush(wait=False)
         elif isinstance(item, ShutdownReceived):
             # The peer shut SCTP down: what it sent was delivered before this.
             self._engine.peer_closed = True
 
-    async def _flush(self, *, closing: bool = False) -> None:
-        """Send the queued records, in order (see the module docstring)."""
+    async def _flush(self, *, closing: bool = False, wait: bool = True) -> None:
+        """Send the queued records, in order (see the module docstring).
+
+        With ``wait=False`` (the receiving task), records are left to a task already
+        sending, which sends everything queued before it lets go: a receiver must not
+        wait behind a sender whose peer waits for us to read (the peer's window is
+        full of what it is echoing back)."""
+        self._pending.extend(self._engine.outgoing())
+        if not wait and (not self._pending or self._send_lock.locked()):
+            await trio.lowlevel.checkpoint()
+            return
         async with self._send_lock:
             self._pending.extend(self._engine.outgoing())
             while self._pending:
