@@ -437,3 +437,11 @@ async def test_a_client_sending_and_receiving_at_once_does_not_deadlock_on_a_ful
             echoed = [await client.receive() for _ in range(count)]
             nursery.cancel_scope.cancel()
     assert sorted(message.data[0] for message in echoed) == list(range(count))
+
+
+async def test_asking_for_dtls_without_sctp_auth_is_refused(pems: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="requires SCTP-AUTH"):
+        async with open_dtls_association(
+            None, 1, ssl_context=client_context(pems), transport="memory", auth=False
+        ):
+            pass  # pragma: no cover
