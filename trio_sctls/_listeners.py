@@ -111,9 +111,26 @@ class Listener(Protocol[_Accepted]):
         """Stop accepting."""
 
 
+class ListenerPorts:
+    """The ports of a listener that wraps a transport's listener (secure or DTLS)."""
+
+    transport_listener: MessageListener
+
+    @property
+    def port(self) -> int:
+        """The SCTP port (useful after binding port 0)."""
+        return self.transport_listener.port
+
+    @property
+    def udp_port(self) -> int | None:
+        """(udp) The UDP port SCTP travels in, for a client's ``remote_udp_port``;
+        ``None`` on other transports."""
+        return self.transport_listener.udp_port
+
+
 @final
 @dataclass(eq=False)
-class SecureListener:
+class SecureListener(ListenerPorts):
     """Accepts associations and runs TLS on every bidirectional stream of each, as the
     TLS server. Created by :func:`open_secure_listener`.
 
@@ -126,17 +143,6 @@ class SecureListener:
     options: AssociationOptions
     _ssl_context: ssl.SSLContext = field(repr=False)
     _running: _Running = field(repr=False)
-
-    @property
-    def port(self) -> int:
-        """The SCTP port (useful after binding port 0)."""
-        return self.transport_listener.port
-
-    @property
-    def udp_port(self) -> int | None:
-        """(udp) The UDP port SCTP travels in, for a client's ``remote_udp_port``;
-        ``None`` on other transports."""
-        return self.transport_listener.udp_port
 
     @property
     def open_associations(self) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Protocol, TypeVar
 
 
 def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -32,3 +33,25 @@ def unwrap_single_exception() -> Iterator[None]:
         if leaf is None:
             raise
         raise leaf from leaf.__cause__
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+    def abort(self, reason: str = "") -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+@asynccontextmanager
+async def closed_or_aborted(resource: _C) -> AsyncIterator[_C]:
+    """Yield ``resource``; close it gracefully when the block ends normally, abort it
+    when the block raises (or is cancelled), and let the exception through."""
+    try:
+        yield resource
+    except BaseException:
+        resource.abort()
+        raise
+    else:
+        await resource.aclose()

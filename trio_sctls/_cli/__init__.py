@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from .. import AssociationOptions, TransportOptions, kernel_sctp_available
+from . import dtls
 from .certs import DEMO_SERVER_NAME, client_context, server_context, tls_version, write_demo_certs
 from .demo import parse_size, resolve, run_demo
 from .errors import describe_error, is_expected, leaves
@@ -94,6 +95,12 @@ def _peer_arguments(parser: argparse.ArgumentParser, *, server: bool) -> None:
     sctp.add_argument(
         "--ppid", type=int, default=0, help="payload protocol identifier on every message"
     )
+    parser.add_argument(
+        "--dtls",
+        action="store_true",
+        help="DTLS over SCTP (RFC 6083: messages, SCTP-AUTH; needs trio-sctls[dtls]) "
+        "instead of TLS on every stream (RFC 3436)",
+    )
     io = parser.add_argument_group("what to do with the channels")
     modes = io.add_mutually_exclusive_group()
     default = "echo" if server else "lines"
@@ -137,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tls", choices=["1.2", "1.3"], default=None)
     demo.add_argument("--port", type=int, default=0, help="server port (default: any free)")
     demo.add_argument("--keylog", metavar="FILE", help="append TLS secrets (NSS key log)")
+    demo.add_argument(
+        "--dtls",
+        action="store_true",
+        help="DTLS over SCTP (RFC 6083) instead of RFC 3436 (needs trio-sctls[dtls])",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -234,6 +246,42 @@ async def _until_signalled(run: Callable[[], Awaitable[object]]) -> None:
                 break
 
 
+def _refuse_tls_only(args: argparse.Namespace) -> None:
+    if args.tls or args.keylog:
+        raise ValueError("--tls and --keylog apply to TLS channels, not --dtls (DTLS 1.2 only)")
+
+
+def _serve_dtls(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
+    _refuse_tls_only(args)
+    run = partial(
+        dtls.run_server,
+        port=args.port,
+        hosts=args.host,
+        ssl_context=dtls.server_context(args.cert, args.key, args.cafile),
+        transport_options=_transport_options(args),
+        quiet=args.quiet,
+    )
+    return partial(_until_signalled, run)
+
+
+def _connect_dtls(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
+    _refuse_tls_only(args)
+    hosts = [host.strip() for host in args.host.split(",") if host.strip()]
+    return partial(
+        dtls.run_client,
+        hosts=hosts,
+        port=args.port,
+        ssl_context=dtls.client_context(args.cafile, args.cert, args.key),
+        server_hostname=args.server_name or hosts[0],
+        transport_options=_transport_options(args),
+        ppid=args.ppid,
+        mode=args.mode,
+        lines=_line_mode(args),
+        connect_timeout=args.connect_timeout,
+        linger=args.linger,
+    )
+
+
 def _peer_keywords(args: argparse.Namespace, *, server: bool) -> dict[str, Any]:
     """What the server and the client take alike from the command line: the TLS context
     of our side, both options objects, and what to do with lines."""
@@ -255,12 +303,16 @@ def _peer_keywords(args: argparse.Namespace, *, server: bool) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
+    if args.dtls:
+        return _serve_dtls(args)
     peer = _peer_keywords(args, server=True)
     run = partial(run_server, port=args.port, hosts=args.host, **peer)
     return partial(_until_signalled, run)
 
 
 def _connect(args: argparse.Namespace) -> Callable[[], Awaitable[object]]:
+    if args.dtls:
+        return _connect_dtls(args)
     peer = _peer_keywords(args, server=False)
     hosts = [host.strip() for host in args.host.split(",") if host.strip()]
     return partial(
@@ -307,6 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="trio-sctls: %(levelname)s: %(message)s",
     )
+    if getattr(args, "dtls", False):
+        try:
+            import trio_sctls.dtls  # noqa: F401
+        except ImportError as exc:
+            status(f"error: {exc}")
+            return 1
     if args.command == "info":
         return _info()
     if args.command == "demo-certs":
@@ -317,6 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 0
+    if args.command == "demo" and args.dtls:
+        dtls_demo = partial(
+            dtls.run_demo,
+            streams=args.streams,
+            size=args.size,
+            transport=args.transport,
+            port=args.port,
+        )
+        return _run(lambda _: dtls_demo, args)
     if args.command == "demo":
         demo = partial(
             run_demo,

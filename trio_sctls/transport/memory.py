@@ -8,7 +8,10 @@ For tests and notebooks. It keeps the properties of SCTP that the layers above r
 * a bounded receive window: a sender waits while the peer holds ``window`` unread bytes,
   as SCTP's rwnd pushes back on a sender whose peer does not read;
 * graceful shutdown (queued messages are delivered, then :class:`ShutdownReceived`, then
-  :class:`trio.EndOfChannel`) and abort (the peer gets :class:`AssociationAbortedError`).
+  :class:`trio.EndOfChannel`) and abort (the peer gets :class:`AssociationAbortedError`);
+* SCTP-AUTH (RFC 4895) when both ends ask for it (``auth=True``): each end has its own
+  key table (``transport.auth``), messages carry the sender's active key, and the
+  receiver drops and counts those it cannot verify (see :mod:`._memory_auth`).
 
 A per-direction ``delay(stream) -> seconds`` hook holds back the messages of chosen
 streams while the others flow, for head-of-line experiments. Delivery times are kept
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .._options import TransportOptions
 
 from .._errors import AssociationAbortedError, AssociationLostError, RemoteProtocolError
+from ._auth import AuthKeys
 from ._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Message,
@@ -48,6 +52,7 @@ from ._base import (
     closed_on_exit,
     stream_arguments,
 )
+from ._memory_auth import MemoryAuthKeys, Signature
 
 #: Bytes a receiver may hold unread before senders wait; like a default SCTP rwnd.
 DEFAULT_WINDOW = 1024 * 1024
@@ -62,7 +67,7 @@ class _Inbox:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self.heap: list[tuple[float, int, Message | StreamReset]] = []
+        self.heap: list[tuple[float, int, Message | StreamReset, Signature | None]] = []
         self.buffered = 0
         self.last_due: dict[int, float] = {}
         # Set when the sending end shut down gracefully: ShutdownReceived follows the
@@ -72,20 +77,20 @@ class _Inbox:
         self.arrived = trio.lowlevel.ParkingLot()
         self.drained = trio.lowlevel.ParkingLot()
 
-    def put(self, message: Message, delay: float) -> None:
+    def put(self, message: Message, delay: float, signature: Signature | None = None) -> None:
         now = trio.current_time()
         # Monotonic per stream: a delay holds a stream back but never reorders it.
         due = max(now + delay, self.last_due.get(message.stream, -math.inf))
         if not message.unordered:
             self.last_due[message.stream] = due
-        heapq.heappush(self.heap, (due, next(_sequence), message))
+        heapq.heappush(self.heap, (due, next(_sequence), message, signature))
         self.buffered += len(message.data)
         self.arrived.unpark_all()
 
     def put_reset(self, stream: int) -> None:
         # Performed after what is queued on the stream, as RFC 6525 section 5.1.2 asks.
         due = self.last_due.get(stream, trio.current_time())
-        heapq.heappush(self.heap, (due, next(_sequence), StreamReset((stream,))))
+        heapq.heappush(self.heap, (due, next(_sequence), StreamReset((stream,)), None))
         self.arrived.unpark_all()
 
     def has_room(self, size: int) -> bool:
@@ -93,13 +98,16 @@ class _Inbox:
         # read everything, as SCTP lets one message through an empty window.
         return self.buffered == 0 or self.buffered + size <= self.window
 
-    def pop_due(self) -> Message | StreamReset | None:
-        """The earliest message that is due now, if any."""
-        if self.heap and self.heap[0][0] <= trio.current_time():
-            _, _, item = heapq.heappop(self.heap)
+    def pop_due(self, keys: MemoryAuthKeys | None) -> Message | StreamReset | None:
+        """The earliest message that is due now, if any; with SCTP-AUTH (``keys``),
+        messages whose signature does not verify are dropped on the way."""
+        while self.heap and self.heap[0][0] <= trio.current_time():
+            _, _, item, signature = heapq.heappop(self.heap)
             if type(item) is Message:
                 self.buffered -= len(item.data)
                 self.drained.unpark_all()
+                if keys is not None and not keys.verify(signature):
+                    continue
             return item
         return None
 
@@ -130,8 +138,10 @@ class MemoryTransport(MessageTransport):
         delay: StreamDelay | None,
         local: tuple[str, int],
         peer: tuple[str, int],
+        auth: bool = False,
     ) -> None:
         self._inbox = inbox
+        self._auth_keys = MemoryAuthKeys() if auth else None
         self._outbound_streams = outbound_streams
         self._inbound_streams = inbound_streams
         self._max_message_size = max_message_size
@@ -143,6 +153,16 @@ class MemoryTransport(MessageTransport):
     @property
     def local_addresses(self) -> list[tuple[str, int]]:
         return [self._local]
+
+    @property
+    def auth(self) -> AuthKeys | None:
+        """This end's SCTP-AUTH keys when the association negotiated SCTP-AUTH."""
+        return self._auth_keys
+
+    @property
+    def auth_keys(self) -> MemoryAuthKeys | None:
+        """The same table with the simulation's counters (``dropped``, ``key_ids``)."""
+        return self._auth_keys
 
     @property
     def peer_addresses(self) -> list[tuple[str, int]]:
@@ -196,7 +216,8 @@ class MemoryTransport(MessageTransport):
             )
         else:
             delay = self._delay(stream) if self._delay is not None else 0.0
-            peer_inbox.put(message, delay)
+            keys = self._auth_keys
+            peer_inbox.put(message, delay, keys.sign() if keys is not None else None)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _reset(self, stream: int) -> bool:
@@ -208,7 +229,7 @@ class MemoryTransport(MessageTransport):
     # -- receiving --------------------------------------------------------------------------
 
     def _receive_nowait(self) -> Received:
-        item = self._inbox.pop_due()
+        item = self._inbox.pop_due(self._auth_keys)
         if item is None:
             # Nothing due; the end of the association is left to receive().
             raise trio.WouldBlock
@@ -222,7 +243,7 @@ class MemoryTransport(MessageTransport):
                 self._end_of_receive()
             # As in a kernel, what arrived before an ABORT can still be read; what is
             # still in flight (delayed) dies with the association.
-            item = inbox.pop_due()
+            item = inbox.pop_due(self._auth_keys)
             if item is not None:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return item
@@ -268,6 +289,7 @@ def memory_pair(
     server_max_message_size: int | None = None,
     client_address: tuple[str, int] = ("memory", 1),
     server_address: tuple[str, int] = ("memory", 2),
+    auth: bool = False,
 ) -> tuple[MemoryTransport, MemoryTransport]:
     """Create a connected ``(client, server)`` pair, with stream counts negotiated as
     SCTP's INIT/INIT-ACK would (RFC 9260 section 5.1.1).
@@ -285,6 +307,7 @@ def memory_pair(
         server_max_message_size: the largest message the server accepts.
         client_address: the address reported as the client's.
         server_address: the address reported as the server's.
+        auth: both ends negotiated SCTP-AUTH (RFC 4895): each gets a key table.
     """
     for name, count in (
         ("client_outbound", client_outbound),
@@ -306,6 +329,7 @@ def memory_pair(
         delay=client_delay,
         local=client_address,
         peer=server_address,
+        auth=auth,
     )
     server = MemoryTransport(
         inbox=to_server,
@@ -315,6 +339,7 @@ def memory_pair(
         delay=server_delay,
         local=server_address,
         peer=client_address,
+        auth=auth,
     )
     client._peer, server._peer = server, client
     return client, server
@@ -340,8 +365,10 @@ class MemoryListener(MessageListener):
         max_message_size: int,
         delay: StreamDelay | None,
         window: int,
+        auth: bool = False,
     ) -> None:
         self._port = port
+        self.auth = auth
         self.outbound_streams = outbound_streams
         self.max_inbound_streams = max_inbound_streams
         self.max_message_size = max_message_size
@@ -388,8 +415,10 @@ async def listen_memory(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     delay: StreamDelay | None = None,
     window: int = DEFAULT_WINDOW,
+    auth: bool = False,
 ) -> MemoryListener:
-    """Listen on ``port`` (0 picks a free one) of the process-wide memory registry.
+    """Listen on ``port`` (0 picks a free one) of the process-wide memory registry;
+    with ``auth``, only associations that negotiate SCTP-AUTH are accepted.
 
     Raises:
         OSError: ``EADDRINUSE`` if the port is taken.
@@ -408,6 +437,7 @@ async def listen_memory(
         max_message_size=max_message_size,
         delay=delay,
         window=window,
+        auth=auth,
     )
     _listeners[port] = listener
     return listener
@@ -420,16 +450,28 @@ async def connect_memory(
     max_inbound_streams: int = 10,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     delay: StreamDelay | None = None,
+    auth: bool = False,
 ) -> MemoryTransport:
-    """Connect to a :func:`listen_memory` listener in this process.
+    """Connect to a :func:`listen_memory` listener in this process; with ``auth``,
+    negotiate SCTP-AUTH.
+
+    SCTP-AUTH is on when both ends ask for it. An end that asked for it refuses a peer
+    without it, as RFC 4895 section 6.2 lets a receiver that requires authenticated
+    chunks do: a client gets :class:`ConnectionRefusedError`; a listener aborts the
+    association (the client gets it aborted).
 
     Raises:
-        ConnectionRefusedError: nothing listens on ``port``.
+        ConnectionRefusedError: nothing listens on ``port``, or the listener does not
+            support SCTP-AUTH and ``auth`` was asked for.
     """
     await trio.lowlevel.checkpoint()
     listener = _listeners.get(port)
     if listener is None:
         raise ConnectionRefusedError(f"nothing listens on memory port {port}")
+    if auth and not listener.auth:
+        raise ConnectionRefusedError(
+            f"the peer on memory port {port} does not support SCTP-AUTH (RFC 4895)"
+        )
     client, server = memory_pair(
         client_outbound=outbound_streams,
         client_max_inbound=max_inbound_streams,
@@ -442,7 +484,11 @@ async def connect_memory(
         server_max_message_size=listener.max_message_size,
         client_address=("memory", next(_next_client_port)),
         server_address=("memory", port),
+        auth=auth,
     )
+    if listener.auth and not auth:
+        server.abort("this endpoint requires SCTP-AUTH (RFC 4895)")
+        return client
     listener._deliver(server)
     return client
 
@@ -457,7 +503,7 @@ def open_client(
         ConnectionRefusedError: nothing listens on ``port``.
     """
     del hosts
-    return aborted_on_exit(connect_memory(port, **stream_arguments(options)))
+    return aborted_on_exit(connect_memory(port, auth=options.auth, **stream_arguments(options)))
 
 
 def open_server(
@@ -470,4 +516,4 @@ def open_server(
         OSError: ``EADDRINUSE`` if the port is taken.
     """
     del hosts
-    return closed_on_exit(listen_memory(port, **stream_arguments(options)))
+    return closed_on_exit(listen_memory(port, auth=options.auth, **stream_arguments(options)))

@@ -1,0 +1,447 @@
+"""DTLS over SCTP (RFC 6083) on the memory transport, whose SCTP-AUTH is simulated:
+messages, the key switch of section 4.7, and peers that misbehave."""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+from OpenSSL import SSL
+
+from trio_sctls import (
+    AssociationAbortedError,
+    HandshakeError,
+    PeerIdentityError,
+    RemoteProtocolError,
+    open_transport,
+)
+from trio_sctls.dtls import (
+    MAX_PLAINTEXT,
+    DTLSAssociation,
+    DTLSEngine,
+    DTLSListener,
+    DTLSOptions,
+    create_dtls_context,
+    open_dtls_association,
+    serve_dtls,
+)
+from trio_sctls.dtls._keys import KeySchedule, next_key_id
+from trio_sctls.dtls._records import MAX_RECORD, parse_message
+from trio_sctls.transport import Message
+from trio_sctls.transport._memory_auth import MemoryAuthKeys
+from trio_sctls.transport.memory import MemoryTransport, memory_pair
+
+from .conftest import CA, OTHER_SERVER_CERT, SERVER_CERT, SERVER_NAME
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The suite's CA and server certificate, and a CA nobody trusts, as PEM files."""
+    base = tmp_path_factory.mktemp("dtls")
+    paths = {"ca": base / "ca.pem", "server": base / "server.pem", "other_ca": base / "o.pem"}
+    CA.cert_pem.write_to_path(str(paths["ca"]))
+    SERVER_CERT.private_key_and_cert_chain_pem.write_to_path(str(paths["server"]))
+    trustme.CA().cert_pem.write_to_path(str(paths["other_ca"]))
+    return paths
+
+
+def server_context(pems: dict[str, Path]) -> SSL.Context:
+    return create_dtls_context(server_side=True, certfile=pems["server"])
+
+
+def client_context(pems: dict[str, Path], ca: str = "ca") -> SSL.Context:
+    return create_dtls_context(cafile=pems[ca])
+
+
+async def handshaken_pair(
+    pems: dict[str, Path],
+) -> tuple[DTLSAssociation, DTLSAssociation]:
+    client_sctp, server_sctp = memory_pair(auth=True)
+    client = DTLSAssociation(
+        client_sctp, client_context(pems), server_side=False, server_hostname=SERVER_NAME
+    )
+    server = DTLSAssociation(server_sctp, server_context(pems), server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    return client, server
+
+
+def keys_of(association: DTLSAssociation) -> tuple[int, ...]:
+    transport = association.transport
+    assert isinstance(transport, MemoryTransport) and transport.auth_keys is not None
+    return transport.auth_keys.key_ids
+
+
+def dropped_by(association: DTLSAssociation) -> int:
+    transport = association.transport
+    assert isinstance(transport, MemoryTransport) and transport.auth_keys is not None
+    return transport.auth_keys.dropped
+
+
+async def test_messages_keep_their_stream_ppid_and_ordering(pems: dict[str, Path]) -> None:
+    client, server = await handshaken_pair(pems)
+    assert client.version == "DTLSv1.2"
+    await client.send_message(b"hello", stream=3, ppid=47)
+    await client.send_message(b"x" * MAX_PLAINTEXT, stream=1, ppid=5, unordered=True)
+    first, second = await server.receive(), await server.receive()
+    assert (first.data, first.stream, first.ppid, first.unordered) == (b"hello", 3, 47, False)
+    assert (len(second.data), second.stream, second.ppid, second.unordered) == (2**14, 1, 5, True)
+    await client.aclose()
+    with pytest.raises(trio.EndOfChannel):
+        await server.receive()
+    await server.aclose()
+
+
+async def test_each_record_travels_as_one_message_and_control_records_on_stream_0(
+    pems: dict[str, Path],
+) -> None:
+    client_sctp, server_sctp = memory_pair(auth=True)
+    assert client_sctp.auth is not None
+    client = DTLSEngine(client_context(pems), client_sctp.auth, server_side=False)
+    server = DTLSAssociation(
+        server_sctp, server_context(pems), server_side=True, options=DTLSOptions(handshake_ppid=47)
+    )
+    seen: list[tuple[int, int, int]] = []
+    # The client's hello from the sans-IO engine, then the server's flight read raw,
+    # the way the client's stack delivers it.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        client.start()
+        (hello,) = client.outgoing()
+        assert (hello.header.content_type, hello.stream) == (22, 0)
+        await client_sctp.send_message(hello.data, stream=hello.stream, ppid=hello.ppid)
+        for _ in range(4):  # ServerHello, Certificate, ServerKeyExchange, ServerHelloDone
+            message = await client_sctp.receive()
+            assert isinstance(message, Message)
+            header = parse_message(message.data)
+            seen.append((header.content_type, message.stream, message.ppid))
+        nursery.cancel_scope.cancel()
+    assert seen == [(22, 0, 47)] * 4
+
+
+async def test_the_first_handshake_switches_both_ends_to_key_1_and_deletes_key_0(
+    pems: dict[str, Path],
+) -> None:
+    client, server = await handshaken_pair(pems)
+    await client.send_message(b"ping", stream=1)
+    assert (await server.receive()).data == b"ping"
+    assert client.active_key_id == server.active_key_id == 1
+    assert keys_of(client) == keys_of(server) == (1,)
+    assert dropped_by(client) == dropped_by(server) == 0
+
+
+async def test_a_renegotiation_installs_key_2_and_retires_key_1(pems: dict[str, Path]) -> None:
+    client, server = await handshaken_pair(pems)
+    pinned = client.peer_certificate
+
+    async def echo() -> None:
+        async for message in client:
+            await client.send_message(message.data, stream=message.stream, ppid=message.ppid)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(echo)
+        await server.renegotiate()
+        assert server.handshakes == 2 and server.active_key_id == 2
+        await server.send_message(b"after", stream=2, ppid=9)
+        reply = await server.receive()
+        assert (reply.data, reply.stream, reply.ppid) == (b"after", 2, 9)
+        assert client.handshakes == 2 and client.active_key_id == 2
+        assert keys_of(client) == keys_of(server) == (2,)
+        await server.aclose()
+    assert client.peer_certificate == pinned
+    assert dropped_by(client) == dropped_by(server) == 0
+
+
+async def test_a_message_under_a_key_the_receiver_does_not_hold_is_dropped_and_counted(
+    pems: dict[str, Path],
+) -> None:
+    client, server = await handshaken_pair(pems)
+    keys = client.transport.auth
+    assert keys is not None
+    keys.add_key(9, b"not the exporter's")
+    keys.activate_key(9)
+    await client.send_message(b"lost", stream=1)
+    keys.activate_key(1)
+    await client.send_message(b"kept", stream=1)
+    assert (await server.receive()).data == b"kept"
+    assert dropped_by(server) == 1
+
+
+async def test_messages_over_16_kib_are_refused_before_anything_is_sent(
+    pems: dict[str, Path],
+) -> None:
+    client, server = await handshaken_pair(pems)
+    with pytest.raises(ValueError, match=r"1\.\.16384"):
+        await client.send_message(b"x" * (MAX_PLAINTEXT + 1), stream=1)
+    with pytest.raises(ValueError, match="out of range"):
+        await client.send_message(b"x", stream=99)
+    await client.send_message(b"still fine", stream=1)
+    assert (await server.receive()).data == b"still fine"
+
+
+async def test_a_transport_without_sctp_auth_is_refused() -> None:
+    client_sctp, _ = memory_pair(auth=False)
+    with pytest.raises(RemoteProtocolError, match="SCTP-AUTH"):
+        DTLSAssociation(client_sctp, SSL.Context(SSL.DTLS_METHOD), server_side=False)
+
+
+def test_a_message_must_be_exactly_one_known_record() -> None:
+    record = struct.pack("!BHH6sH", 23, 0xFEFD, 1, b"\0" * 6, 3) + b"abc"
+    assert parse_message(record).length == 3
+    for bad in (record + b"x", record[:-1], b"\x63" + record[1:], b"x" * (MAX_RECORD + 1)):
+        with pytest.raises(ValueError, match="record"):
+            parse_message(bad)
+
+
+# -- a server and the peers it must survive ------------------------------------------------
+
+
+@asynccontextmanager
+async def dtls_server(
+    pems: dict[str, Path], nursery: trio.Nursery, options: DTLSOptions | None = None
+) -> AsyncIterator[int]:
+    async def echo(association: DTLSAssociation) -> None:
+        async for message in association:
+            await association.send_message(message.data, stream=message.stream, ppid=message.ppid)
+
+    listener: DTLSListener = await nursery.start(
+        lambda task_status: serve_dtls(
+            echo,
+            0,
+            ssl_context=server_context(pems),
+            transport="memory",
+            options=options,
+            task_status=task_status,
+        )
+    )
+    yield listener.port
+    nursery.cancel_scope.cancel()
+
+
+async def assert_serves(pems: dict[str, Path], port: int) -> None:
+    async with open_dtls_association(
+        None,
+        port,
+        ssl_context=client_context(pems),
+        server_hostname=SERVER_NAME,
+        transport="memory",
+    ) as association:
+        await association.send_message(b"still serving", stream=2, ppid=47)
+        reply = await association.receive()
+        assert (reply.data, reply.stream, reply.ppid) == (b"still serving", 2, 47)
+
+
+async def test_a_client_that_trusts_another_ca_fails_and_the_server_serves_on(
+    pems: dict[str, Path], nursery: trio.Nursery
+) -> None:
+    async with dtls_server(pems, nursery) as port:
+        with pytest.raises(HandshakeError):
+            async with open_dtls_association(
+                None, port, ssl_context=client_context(pems, "other_ca"), transport="memory"
+            ):
+                pass  # pragma: no cover
+        await assert_serves(pems, port)
+
+
+@pytest.mark.parametrize("name", ["elsewhere.example", "127.0.0.1"])
+async def test_a_certificate_for_another_name_fails_the_handshake(
+    pems: dict[str, Path], nursery: trio.Nursery, name: str
+) -> None:
+    async with dtls_server(pems, nursery) as port:
+        with pytest.raises(HandshakeError, match=f"does not match '{re.escape(name)}'"):
+            async with open_dtls_association(
+                None,
+                port,
+                ssl_context=client_context(pems),
+                server_hostname=name,
+                transport="memory",
+            ):
+                pass  # pragma: no cover
+        await assert_serves(pems, port)
+
+
+def raw_record(content_type: int, epoch: int, payload: bytes) -> bytes:
+    return struct.pack("!BHH6sH", content_type, 0xFEFD, epoch, b"\0\0\0\0\0\x63", len(payload)) + (
+        payload
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "stream"),
+    [
+        pytest.param(raw_record(22, 1, b"\x01" * 40), 1, id="handshake-record-on-stream-1"),
+        pytest.param(raw_record(21, 1, b"\x02" * 30), 4, id="alert-on-stream-4"),
+        pytest.param(raw_record(23, 1, b"\x17" * 48), 1, id="tampered-application-record"),
+        pytest.param(raw_record(23, 5, b"\x17" * 48), 2, id="record-from-a-future-epoch"),
+        pytest.param(raw_record(23, 0, b"\x17" * 48), 2, id="unprotected-application-data"),
+        pytest.param(raw_record(23, 1, b"\0" * (2**14 + 2049)), 1, id="oversized-record"),
+        pytest.param(raw_record(23, 1, b"\0" * 10) + b"trailing", 1, id="two-things-in-one"),
+    ],
+)
+async def test_a_bad_record_ends_only_its_association(
+    pems: dict[str, Path], nursery: trio.Nursery, message: bytes, stream: int
+) -> None:
+    async with dtls_server(pems, nursery) as port:
+        with pytest.raises(AssociationAbortedError):
+            async with open_dtls_association(
+                None, port, ssl_context=client_context(pems), transport="memory"
+            ) as association:
+                await association.transport.send_message(message, stream=stream)
+                await association.receive()
+        await assert_serves(pems, port)
+
+
+async def test_a_handshake_record_off_stream_0_is_a_protocol_error(
+    pems: dict[str, Path],
+) -> None:
+    client, server = await handshaken_pair(pems)
+    await client.transport.send_message(raw_record(22, 1, b"\x01" * 40), stream=1)
+    with pytest.raises(RemoteProtocolError, match=r"stream 1: .*stream 0, ordered"):
+        await server.receive()
+    with pytest.raises(AssociationAbortedError):
+        await client.receive()
+
+
+async def test_a_tampered_record_is_an_error_naming_the_stream(pems: dict[str, Path]) -> None:
+    client, server = await handshaken_pair(pems)
+    await client.transport.send_message(raw_record(23, 1, b"\x17" * 48), stream=5)
+    with pytest.raises(HandshakeError, match=r"stream 5: .*failed authentication"):
+        await server.receive()
+
+
+async def test_a_peer_that_never_speaks_is_aborted_after_the_handshake_timeout(
+    pems: dict[str, Path], nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with dtls_server(pems, nursery, DTLSOptions(handshake_timeout=2.0)) as port:
+        async with open_transport(None, port, transport="memory", auth=True) as silent:
+            start = trio.current_time()
+            with pytest.raises(AssociationAbortedError):
+                await silent.receive()
+            assert 2.0 <= trio.current_time() - start < 3.0
+        await assert_serves(pems, port)
+
+
+async def test_a_client_without_sctp_auth_is_refused_by_the_dtls_server(
+    pems: dict[str, Path], nursery: trio.Nursery
+) -> None:
+    async with dtls_server(pems, nursery) as port:
+        async with open_transport(None, port, transport="memory") as plain:
+            with pytest.raises(AssociationAbortedError, match="SCTP-AUTH"):
+                await plain.receive()
+        await assert_serves(pems, port)
+
+
+async def test_a_renegotiation_presenting_another_certificate_ends_the_association(
+    pems: dict[str, Path], tmp_path: Path
+) -> None:
+    # The same name, the same CA: valid, but not the certificate pinned at the first
+    # handshake (a server whose key changed hands mid-association).
+    OTHER_SERVER_CERT.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "other.pem"))
+    other = create_dtls_context(server_side=True, certfile=tmp_path / "other.pem")
+    server_ctx = server_context(pems)
+    hellos = 0
+
+    def on_server_name(connection: SSL.Connection) -> None:
+        nonlocal hellos
+        hellos += 1
+        if hellos > 1:
+            connection.set_context(other)
+
+    server_ctx.set_tlsext_servername_callback(on_server_name)
+    client_sctp, server_sctp = memory_pair(auth=True)
+    client = DTLSAssociation(
+        client_sctp, client_context(pems), server_side=False, server_hostname=SERVER_NAME
+    )
+    server = DTLSAssociation(server_sctp, server_ctx, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    async with trio.open_nursery() as nursery:
+        # The server's side of the handshake completes; the client's check fails.
+        nursery.start_soon(server.renegotiate)
+        with pytest.raises(PeerIdentityError, match="different certificate"):
+            await client.receive()
+    with pytest.raises(AssociationAbortedError, match="different certificate"):
+        await server.receive()
+    assert hellos == 2
+    assert isinstance(client.error, PeerIdentityError)
+
+
+async def test_data_that_overtakes_the_finished_on_another_stream_is_read_after_it(
+    pems: dict[str, Path], autojump_clock: trio.testing.MockClock
+) -> None:
+    # The server's stream 0 (its ChangeCipherSpec and Finished) is slow; its first
+    # message, on stream 3, reaches the client before the handshake has completed there.
+    client_sctp, server_sctp = memory_pair(
+        auth=True, server_delay=lambda stream: 0.5 if stream == 0 else 0.0
+    )
+    client = DTLSAssociation(client_sctp, client_context(pems), server_side=False)
+    server = DTLSAssociation(server_sctp, server_context(pems), server_side=True)
+
+    async def serve_first() -> None:
+        await server.do_handshake()
+        await server.send_message(b"early", stream=3, ppid=7)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_first)
+        await client.do_handshake()
+    message = await client.receive()
+    assert (message.data, message.stream, message.ppid) == (b"early", 3, 7)
+
+
+def test_key_ids_count_up_and_wrap_from_65535_to_1_never_reusing_0() -> None:
+    keys = MemoryAuthKeys()
+    keys.add_key(65535, b"k")
+    keys.activate_key(65535)
+    keys.deactivate_key(0)
+    keys.delete_key(0)
+    schedule = KeySchedule(keys)
+    schedule.install(b"new")
+    schedule.install(b"ignored: one key per handshake")
+    schedule.activate()
+    schedule.retire()
+    assert (keys.active_key_id, keys.key_ids, keys.sign().secret) == (1, (1,), b"new")
+    assert next_key_id(1) == 2 and next_key_id(65535) == 1
+
+
+async def test_a_client_sending_and_receiving_at_once_does_not_deadlock_on_a_full_window(
+    pems: dict[str, Path], autojump_clock: trio.testing.MockClock
+) -> None:
+    # The server echoes into the client's window while the client's sender waits for
+    # the server's: the client's receiver must keep reading, not queue behind it.
+    client_sctp, server_sctp = memory_pair(auth=True, window=64 * 1024)
+    client = DTLSAssociation(client_sctp, client_context(pems), server_side=False)
+    server = DTLSAssociation(server_sctp, server_context(pems), server_side=True)
+    count = 64
+
+    async def echo() -> None:
+        async for message in server:
+            await server.send_message(message.data, stream=message.stream)
+
+    async def send() -> None:
+        for index in range(count):
+            await client.send_message(bytes([index]) * MAX_PLAINTEXT, stream=1 + index % 2)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            await client.do_handshake()
+            nursery.start_soon(send)
+            echoed = [await client.receive() for _ in range(count)]
+            nursery.cancel_scope.cancel()
+    assert sorted(message.data[0] for message in echoed) == list(range(count))
+
+
+async def test_asking_for_dtls_without_sctp_auth_is_refused(pems: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="requires SCTP-AUTH"):
+        async with open_dtls_association(
+            None, 1, ssl_context=client_context(pems), transport="memory", auth=False
+        ):
+            pass  # pragma: no cover

@@ -1,0 +1,254 @@
+"""Entry points of DTLS over SCTP, in the style of the plain-SCTP and RFC 3436 ones.
+
+The transport is asked for SCTP-AUTH (``auth=True``, which RFC 6083 requires) and
+otherwise opened exactly as :func:`~trio_sctls.open_sctp_association` and
+:func:`~trio_sctls.serve_sctp` open it; the server side runs on the same serving loop
+(:func:`~trio_sctls.serve_listeners`), so failure isolation, limits and graceful
+shutdown are the same: a peer that fails its handshake, never speaks, or breaks
+RFC 6083 ends only its own association, logged at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Unpack, final
+
+import trio
+from OpenSSL import SSL
+
+from .._errors import RemoteProtocolError
+from .._listeners import ListenerPorts, peer_name, serve_until_cancelled
+from .._options import (
+    PlainServerKeywords,
+    ServerOptions,
+    TransportKeywords,
+    TransportOptions,
+    check_keywords,
+    make_server_options,
+    make_transport_options,
+)
+from .._util import closed_or_aborted
+from ..transport import MessageListener
+from ..transport._registry import open_client, open_server
+from ._association import DTLSAssociation
+from ._options import DTLSOptions
+
+log = logging.getLogger("trio_sctls")
+
+Hosts = str | Sequence[str] | None
+
+
+def _hosts(hosts: Hosts) -> tuple[str, ...] | None:
+    if hosts is None:
+        return None
+    return (hosts,) if isinstance(hosts, str) else tuple(hosts)
+
+
+def _with_auth(base: TransportOptions | None, keywords: Mapping[str, Any]) -> TransportOptions:
+    if keywords.get("auth") is False:
+        raise ValueError("DTLS over SCTP requires SCTP-AUTH (RFC 6083 section 4.5): auth=True")
+    return make_transport_options(base, {**keywords, "auth": True})
+
+
+@asynccontextmanager
+async def open_dtls_association(
+    host: Hosts,
+    port: int,
+    *,
+    ssl_context: SSL.Context,
+    server_hostname: str | None = None,
+    options: DTLSOptions | None = None,
+    transport_options: TransportOptions | None = None,
+    **keywords: Unpack[TransportKeywords],
+) -> AsyncIterator[DTLSAssociation]:
+    """Open an SCTP association with SCTP-AUTH to ``host``:``port``, run the DTLS 1.2
+    handshake as the client (RFC 6083), and yield the
+    :class:`~trio_sctls.dtls.DTLSAssociation` once it has completed.
+
+    Leaving the block closes it gracefully (close_notify, then SCTP's SHUTDOWN); an
+    exception from the block aborts it and propagates.
+
+    Args:
+        host: the server's address, or several (multihoming); ignored by the memory
+            transport.
+        port: the server's SCTP port.
+        ssl_context: a pyOpenSSL ``SSL.Context(SSL.DTLS_METHOD)`` that verifies the
+            server (see :func:`~trio_sctls.dtls.create_dtls_context`).
+        server_hostname: the DNS name or IP address the server's certificate must
+            match (checked with ``service_identity``); ``None`` checks only the chain.
+        options: see :class:`~trio_sctls.dtls.DTLSOptions`.
+        transport_options: see :class:`~trio_sctls.TransportOptions` (``auth`` is
+            forced on).
+        **keywords: fields of :class:`~trio_sctls.TransportOptions`.
+
+    Raises:
+        HandshakeError: the handshake failed (wrong CA, wrong name...) or timed out.
+        RemoteProtocolError: the association has no SCTP-AUTH, or the server broke
+            RFC 6083.
+        OSError: the association could not be established.
+    """
+    check_keywords(keywords, secure=False)
+    sctp_options = _with_auth(transport_options, keywords)
+    async with open_client(_hosts(host), port, sctp_options) as sctp:
+        association = DTLSAssociation(
+            sctp,
+            ssl_context,
+            server_side=False,
+            server_hostname=server_hostname,
+            options=options,
+        )
+        async with closed_or_aborted(association):
+            await association.do_handshake()
+            yield association
+
+
+@final
+class DTLSListener(ListenerPorts):
+    """Accepts SCTP associations with SCTP-AUTH and wraps each in a
+    :class:`~trio_sctls.dtls.DTLSAssociation` (server side), whose handshake runs on
+    first use. Created by :func:`open_dtls_listener`.
+
+    Attributes:
+        transport_listener: the SCTP listener underneath.
+        options: what every accepted association gets.
+    """
+
+    def __init__(
+        self,
+        transport_listener: MessageListener,
+        ssl_context: SSL.Context,
+        options: DTLSOptions,
+    ) -> None:
+        self.transport_listener = transport_listener
+        self.options = options
+        self._ssl_context = ssl_context
+
+    async def accept(self) -> DTLSAssociation:
+        """The next association, its handshake not yet run (``do_handshake()``, or
+        the first ``receive``/``send_message``, runs it within the handshake
+        timeout). Associations without SCTP-AUTH are aborted and skipped.
+
+        Raises:
+            trio.ClosedResourceError: the listener was closed.
+        """
+        while True:
+            transport = await self.transport_listener.accept()
+            try:
+                return DTLSAssociation(
+                    transport, self._ssl_context, server_side=True, options=self.options
+                )
+            except RemoteProtocolError as exc:
+                log.info("association from %s refused: %s", peer_name(transport), exc)
+                transport.abort(str(exc)[:200])
+
+    async def aclose(self) -> None:
+        """Stop accepting. Idempotent."""
+        await self.transport_listener.aclose()
+
+
+@asynccontextmanager
+async def open_dtls_listener(
+    port: int,
+    *,
+    ssl_context: SSL.Context,
+    host: Hosts = None,
+    options: DTLSOptions | None = None,
+    transport_options: TransportOptions | None = None,
+    **keywords: Unpack[TransportKeywords],
+) -> AsyncIterator[DTLSListener]:
+    """Listen for DTLS-over-SCTP associations; yield the :class:`DTLSListener`.
+
+    Args:
+        port: the SCTP port (0 picks a free one: see the listener's ``port``).
+        ssl_context: a pyOpenSSL DTLS server context with a certificate.
+        host: local address(es) to bind; all by default.
+        options: see :class:`~trio_sctls.dtls.DTLSOptions`.
+        transport_options: see :class:`~trio_sctls.TransportOptions` (``auth`` is
+            forced on).
+        **keywords: fields of :class:`~trio_sctls.TransportOptions`.
+
+    Raises:
+        OSError: the port could not be bound.
+    """
+    check_keywords(keywords, secure=False)
+    sctp_options = _with_auth(transport_options, keywords)
+    async with open_server(port, _hosts(host), sctp_options) as transport_listener:
+        yield DTLSListener(
+            transport_listener, ssl_context, options if options is not None else DTLSOptions()
+        )
+
+
+DTLSHandler = Callable[[DTLSAssociation], Awaitable[object]]
+
+
+async def serve_dtls(
+    handler: DTLSHandler,
+    port: int,
+    *,
+    ssl_context: SSL.Context,
+    host: Hosts = None,
+    options: DTLSOptions | None = None,
+    transport_options: TransportOptions | None = None,
+    server_options: ServerOptions | None = None,
+    task_status: trio.TaskStatus[DTLSListener] = trio.TASK_STATUS_IGNORED,
+    **keywords: Unpack[PlainServerKeywords],
+) -> None:
+    """Accept DTLS-over-SCTP associations on ``port`` until cancelled, and call
+    ``handler(association)`` for each, in its own task, once its handshake has
+    completed (within ``options.handshake_timeout`` of being accepted).
+
+    The association is closed gracefully when the handler returns and aborted when it
+    raises. As in :func:`~trio_sctls.serve`: a failure caused by the peer (a failed
+    handshake, a peer that never speaks, a record that fails authentication, anything
+    that breaks RFC 6083) ends only that association and is logged at INFO; any other
+    exception from the handler propagates and stops the server; cancelling shuts down
+    gracefully.
+
+    Args:
+        handler: ``async def handler(association)``.
+        port: the SCTP port (0 picks one; see ``task_status``).
+        ssl_context: a pyOpenSSL DTLS server context with a certificate.
+        host: local address(es) to bind; all by default.
+        options: see :class:`~trio_sctls.dtls.DTLSOptions`.
+        transport_options: see :class:`~trio_sctls.TransportOptions`.
+        server_options: limits and the shutdown deadline.
+        task_status: with ``nursery.start``, receives the :class:`DTLSListener`.
+        **keywords: fields of :class:`~trio_sctls.TransportOptions` and
+            :class:`~trio_sctls.ServerOptions`.
+
+    Raises:
+        OSError: the port could not be bound.
+    """
+    check_keywords(keywords, secure=False, server=True)
+    limits = make_server_options(server_options, keywords)
+    server_fields = ServerOptions.__dataclass_fields__
+    transport_keywords: dict[str, Any] = {
+        k: v for k, v in keywords.items() if k not in server_fields
+    }
+
+    def open_one() -> AbstractAsyncContextManager[DTLSListener]:
+        return open_dtls_listener(
+            port,
+            ssl_context=ssl_context,
+            host=host,
+            options=options,
+            transport_options=transport_options,
+            **transport_keywords,
+        )
+
+    async def handshake_then_handle(association: DTLSAssociation) -> None:
+        await association.do_handshake()
+        await handler(association)
+
+    await serve_until_cancelled(open_one, handshake_then_handle, limits, task_status)
+
+
+__all__ = [
+    "DTLSHandler",
+    "DTLSListener",
+    "open_dtls_association",
+    "open_dtls_listener",
+    "serve_dtls",
+]

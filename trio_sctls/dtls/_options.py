@@ -1,0 +1,37 @@
+"""The options of a DTLS-over-SCTP association, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Seconds for a DTLS handshake: the client's from connecting, the server's from
+#: accepting (so a peer that never speaks is aborted), and each renegotiation's.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds to send close_notify and shut SCTP down before aborting.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DTLSOptions:
+    """How a :class:`~trio_sctls.dtls.DTLSAssociation` behaves.
+
+    Attributes:
+        handshake_ppid: the PPID of handshake, alert and ChangeCipherSpec records.
+            RFC 6083 section 4.3 defines no PPID for DTLS: an application protocol
+            registers its own for "over DTLS/SCTP" (Diameter's is 47, RFC 6733) and
+            uses it on every record, so set it to the application's.
+        handshake_timeout: seconds for each handshake (see
+            :data:`DEFAULT_HANDSHAKE_TIMEOUT`).
+        close_timeout: seconds for the graceful close.
+    """
+
+    handshake_ppid: int = 0
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.handshake_ppid < 2**32:
+            raise ValueError(f"handshake_ppid {self.handshake_ppid} does not fit in 32 bits")
+        for name in ("handshake_timeout", "close_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
