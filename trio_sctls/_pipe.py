@@ -13,6 +13,16 @@ message, ordered, with no lifetime limit (section 6.2), so we cut at the 5-byte 
 headers and send record by record. A partial record (never produced by OpenSSL, but
 allowed by the Stream contract) waits for the rest.
 
+Flights without waiting. The handshake flights and session tickets that the association
+produces itself (:meth:`StreamPipe.queue_out`, see :mod:`trio_sctls._tls`) go to the
+transport through its private ``_send_nowait`` where it has one (udp, memory): queued in
+the SCTP association at once, without a checkpoint. So when one step of OpenSSL runs for
+every channel, all their flights are queued before the transport's pump next flushes, and
+leave bundled into as few packets as the path MTU allows, instead of one flush (one
+packet, or a few) per scheduling round of a sending task. Where the transport cannot take
+a message without waiting (no room; or a transport without that hook, kernel SCTP), the
+bytes wait in :attr:`StreamPipe.pending_out` for the owner's flushers, as before.
+
 Closing a pipe closes this one stream locally: unread bytes are dropped, later arrivals
 are discarded, and we ask SCTP to reset our outgoing stream (RFC 6525) so that the peer's
 pipe learns of it, the way a TCP peer learns of a close. When the peer resets its
@@ -32,6 +42,10 @@ from .transport import MessageTransport
 
 #: TLS record header: content type (1), legacy version (2), length (2).
 TLS_HEADER_SIZE = 5
+
+#: A transport's ``_send_nowait(data, stream, ppid)``: queue one message without waiting
+#: (:class:`trio.WouldBlock` when it would have to wait).
+QueueNowait = Callable[[memoryview, int, int], None]
 
 
 class PipeOwner(Protocol):
@@ -86,8 +100,12 @@ class StreamPipe(trio.abc.Stream):
         #: harvest uses it to stop reading the moment a session ticket was processed.
         self.on_receive_wait: Callable[[], None] | None = None
         #: Bytes to send before anything else: handshake flights the association
-        #: produced, TLS 1.3 session tickets (see _tls.py). :meth:`queue_out` adds.
+        #: produced, TLS 1.3 session tickets (see _tls.py), that the transport could
+        #: not take at once. :meth:`queue_out` adds.
         self.pending_out = b""
+        # The transport's way to queue a message without waiting or a checkpoint, where
+        # it has one (see the module docstring).
+        self._queue_nowait: QueueNowait | None = getattr(owner.transport, "_send_nowait", None)
 
     # -- fed by the demux task -------------------------------------------------------
 
@@ -243,11 +261,38 @@ class StreamPipe(trio.abc.Stream):
             self._sending = False
 
     def queue_out(self, data: bytes) -> None:
-        """Queue TLS bytes to send ahead of any later :meth:`send_all`, and ask the
-        owner to have them sent. Never blocks."""
-        if data:
-            self.pending_out += data
-            self._owner.flush_requested(self)
+        """Send TLS bytes ahead of any later :meth:`send_all`, without waiting: handed
+        to the transport at once where it can queue them so (see the module docstring),
+        else kept in :attr:`pending_out` for the owner to have sent. Never blocks."""
+        if not data:
+            return
+        if not (self._sending or self.pending_out or self._partial):
+            data = self._queue_records(data)
+            if not data:
+                return
+        self.pending_out += data
+        self._owner.flush_requested(self)
+
+    def _queue_records(self, data: bytes) -> bytes:
+        """Hand each whole record of ``data`` to the transport without waiting, while
+        it can take them so; return what is left (an empty ``bytes`` if nothing is)."""
+        queue = self._queue_nowait
+        if queue is None or self.closed or self.peer_finished:
+            return data
+        view = memoryview(data)
+        try:
+            self._owner.check_usable()
+            while len(view) >= TLS_HEADER_SIZE:
+                end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
+                if end > len(view):
+                    break
+                queue(view[:end], self.stream_id, self.ppid)
+                view = view[end:]
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            # No room, or the association is over: the async path (the owner's
+            # flush) waits for room, or meets the error and reports it as usual.
+            pass
+        return bytes(view)
 
     async def flush(self) -> None:
         """Send :attr:`pending_out` now, if any."""
