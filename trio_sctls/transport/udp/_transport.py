@@ -436,6 +436,20 @@ class UDPTransport(MessageTransport):
 
     # -- receiving -----------------------------------------------------------------------
 
+    def _receive_nowait(self) -> Received:
+        if not self._inbox:
+            raise trio.WouldBlock
+        return self._take()
+
+    def _take(self) -> Received:
+        item = self._inbox.popleft()
+        if type(item) is Message:
+            # Only now does it leave our receive window (flow control).
+            self._assoc.consumed(len(item.data))
+            if self._assoc.has_datagrams:
+                self._udp.request_flush()
+        return item
+
     async def _receive(self) -> Received:
         await trio.lowlevel.checkpoint_if_cancelled()
         inbox = self._inbox
@@ -443,12 +457,7 @@ class UDPTransport(MessageTransport):
             if self._state is TransportState.CLOSED:
                 self._end_of_receive()
             if inbox:
-                item = inbox.popleft()
-                if type(item) is Message:
-                    # Only now does it leave our receive window (flow control).
-                    self._assoc.consumed(len(item.data))
-                    if self._assoc.has_datagrams:
-                        self._udp.request_flush()
+                item = self._take()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return item
             if self._state is not TransportState.OPEN or self._done.is_set():
