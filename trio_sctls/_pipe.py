@@ -13,15 +13,18 @@ message, ordered, with no lifetime limit (section 6.2), so we cut at the 5-byte 
 headers and send record by record. A partial record (never produced by OpenSSL, but
 allowed by the Stream contract) waits for the rest.
 
-Flights without waiting. The handshake flights and session tickets that the association
-produces itself (:meth:`StreamPipe.queue_out`, see :mod:`trio_sctls._tls`) go to the
-transport through its private ``_send_nowait`` where it has one (udp, memory): queued in
-the SCTP association at once, without a checkpoint. So when one step of OpenSSL runs for
-every channel, all their flights are queued before the transport's pump next flushes, and
-leave bundled into as few packets as the path MTU allows, instead of one flush (one
-packet, or a few) per scheduling round of a sending task. Where the transport cannot take
-a message without waiting (no room; or a transport without that hook, kernel SCTP), the
-bytes wait in :attr:`StreamPipe.pending_out` for the owner's flushers, as before.
+Records without waiting. Where the transport has a private ``_send_nowait`` (udp,
+memory), records go to it at once, without a checkpoint: the handshake flights and
+session tickets that the association produces itself (:meth:`StreamPipe.queue_out`, see
+:mod:`trio_sctls._tls`), and every :meth:`StreamPipe.send_all`, which then checkpoints
+once for the lot instead of once per record. So when OpenSSL has stepped many channels
+in one scheduling round (the association's stepper, or the channels' own tasks woken by
+one receive burst), all their flights are queued before the transport's pump next
+flushes, and leave bundled into as few packets as the path MTU allows, instead of one
+flush (a packet, or a few) per round of a sending task. Where the transport cannot take
+a message without waiting (no room; or no such hook: kernel SCTP), the send waits
+through ``send_message``, and :meth:`StreamPipe.queue_out` keeps the bytes in
+:attr:`StreamPipe.pending_out` for the owner's flushers.
 
 Closing a pipe closes this one stream locally: unread bytes are dropped, later arrivals
 are discarded, and we ask SCTP to reset our outgoing stream (RFC 6525) so that the peer's
@@ -220,7 +223,11 @@ class StreamPipe(trio.abc.Stream):
                 buffer = self.pending_out + self._partial + bytes(data)
                 self.pending_out = self._partial = b""
                 await self._send_records(memoryview(buffer))
-            elif size > TLS_HEADER_SIZE and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size:
+            elif (
+                self._queue_nowait is None
+                and size > TLS_HEADER_SIZE
+                and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size
+            ):
                 # Exactly one record: what SSLStream hands over for writes up to 16 KiB.
                 await self._owner.transport.send_message(
                     data, stream=self.stream_id, ppid=self.ppid
@@ -237,8 +244,11 @@ class StreamPipe(trio.abc.Stream):
             self._release_send()
 
     async def _send_records(self, view: memoryview) -> None:
-        """Send each whole record in ``view`` as one message; keep a partial record's
-        bytes in :attr:`_partial` for the next send. A checkpoint either way."""
+        """Send each whole record in ``view`` as one message (handed to the transport
+        without waiting while it takes them so, so that a flight is queued whole before
+        the transport's next flush); keep a partial record's bytes in :attr:`_partial`
+        for the next send. A checkpoint either way."""
+        view = self._queue_records(view)
         send = self._owner.transport.send_message
         sent = False
         while len(view) >= TLS_HEADER_SIZE:
@@ -266,33 +276,41 @@ class StreamPipe(trio.abc.Stream):
         else kept in :attr:`pending_out` for the owner to have sent. Never blocks."""
         if not data:
             return
-        if not (self._sending or self.pending_out or self._partial):
-            data = self._queue_records(data)
-            if not data:
-                return
+        if not (self._sending or self.pending_out or self._partial or self.peer_finished):
+            try:
+                self._check_sendable()
+                rest = self._queue_records(memoryview(data))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The association is over: the owner's flush meets the error and
+                # reports it as usual.
+                pass
+            else:
+                if not rest:
+                    return
+                data = bytes(rest)
         self.pending_out += data
         self._owner.flush_requested(self)
 
-    def _queue_records(self, data: bytes) -> bytes:
-        """Hand each whole record of ``data`` to the transport without waiting, while
-        it can take them so; return what is left (an empty ``bytes`` if nothing is)."""
+    def _queue_records(self, view: memoryview) -> memoryview:
+        """Hand the whole records at the start of ``view`` to the transport without
+        waiting, while it takes them so; return the rest.
+
+        Raises:
+            what the transport's send raises (not :class:`trio.WouldBlock`).
+        """
         queue = self._queue_nowait
-        if queue is None or self.closed or self.peer_finished:
-            return data
-        view = memoryview(data)
+        if queue is None:
+            return view
         try:
-            self._owner.check_usable()
             while len(view) >= TLS_HEADER_SIZE:
                 end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
                 if end > len(view):
                     break
                 queue(view[:end], self.stream_id, self.ppid)
                 view = view[end:]
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            # No room, or the association is over: the async path (the owner's
-            # flush) waits for room, or meets the error and reports it as usual.
+        except trio.WouldBlock:
             pass
-        return bytes(view)
+        return view
 
     async def flush(self) -> None:
         """Send :attr:`pending_out` now, if any."""
