@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from trio_sctls import AssociationAbortedError
-from trio_sctls._pipe import StreamPipe
+from trio_sctls._pipe import HANDSHAKE_WAIT, StreamPipe
 from trio_sctls.transport import Message, MessageTransport
 from trio_sctls.transport.memory import memory_pair
 
@@ -238,3 +238,40 @@ async def test_a_send_cut_short_by_the_associations_failure_reports_that_failure
         nursery.start_soon(fail)
         with pytest.raises(AssociationAbortedError, match="the peer aborted"):
             await pipe.send_all(record(23, b"second"))  # waits for room
+
+
+async def test_the_handshake_marker_holds_the_sender_until_the_handshake_is_done() -> None:
+    client, server = memory_pair()
+    pipe = StreamPipe(Owner(client), 1)
+    pipe.handshake_running = True
+    done = trio.Event()
+
+    async def trio_step() -> None:
+        await pipe.send_all(HANDSHAKE_WAIT)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio_step)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        pipe.handshake_done()
+    # Also once the handshake is over (Trio may get to send after it completed).
+    await pipe.send_all(HANDSHAKE_WAIT)
+    with trio.move_on_after(0) as scope:
+        await server.receive()
+    assert scope.cancelled_caught  # the marker never reaches the transport
+
+
+async def test_closing_the_pipe_ends_a_wait_for_the_handshake() -> None:
+    client, _ = memory_pair()
+    pipe = StreamPipe(Owner(client), 1)
+    pipe.handshake_running = True
+    async with trio.open_nursery() as nursery:
+
+        async def trio_step() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await pipe.send_all(HANDSHAKE_WAIT)
+
+        nursery.start_soon(trio_step)
+        await trio.testing.wait_all_tasks_blocked()
+        await pipe.aclose()

@@ -21,10 +21,12 @@ started; the server's handshakes are watched by one watchdog task (each channel 
 complete within ``handshake_timeout`` of its first byte, and some channel must receive
 its first byte within ``handshake_timeout`` of the association's start). Once done, each channel's
 SSLStream is stepped once so that it knows (``version()`` etc. work). A channel the user
-touches before its handshake completed (a server handler reading at once, ``lazy``) is
-driven by Trio's SSLStream from then on, as any SSLStream is. Where it goes, the flights
-and the result are the same; what it saves is Trio's per-flight task switches, sends and
-receives for every channel, which were most of the set-up's CPU beyond OpenSSL's.
+touches while the association drives its handshake (a server handler reading at once)
+waits for it in Trio and completes it there (see _tls.py); a channel the association
+does not drive (``lazy``) is driven by Trio's SSLStream, as any SSLStream is. Where it
+goes, the flights and the result are the same; what it saves is Trio's per-flight task
+switches, sends and receives for every channel, which were most of the set-up's CPU
+beyond OpenSSL's, and it lets one flush carry the flights of every channel.
 
 Failures are the association's (:meth:`Lifecycle.fail
 <trio_sctls._lifecycle.Lifecycle.fail>`), named after the stream they happened on.
@@ -208,7 +210,8 @@ class HandshakeDriver:
             self._awaiting.discard(stream)
             if not self._awaiting:
                 self._progress.unpark_all()
-        elif self._server_side:
+        elif self._server_side and not self._tls[stream].trio_waited:
+            # (A channel whose user waits for the handshake completes it in Trio itself.)
             self._to_confirm.append(stream)
             self._flush_wanted.unpark_all()
 

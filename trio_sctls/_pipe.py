@@ -46,6 +46,11 @@ from .transport import MessageTransport
 #: TLS record header: content type (1), legacy version (2), length (2).
 TLS_HEADER_SIZE = 5
 
+#: What a channel's TLS object has Trio send while the association drives its handshake
+#: (see :mod:`trio_sctls._tls`): :meth:`StreamPipe.send_all` sends nothing then, but
+#: waits until the handshake is complete. (No TLS record starts with a zero byte.)
+HANDSHAKE_WAIT = b"\x00handshake under way"
+
 #: A transport's ``_send_nowait(data, stream, ppid)``: queue one message without waiting
 #: (:class:`trio.WouldBlock` when it would have to wait).
 QueueNowait = Callable[[memoryview, int, int], None]
@@ -109,6 +114,9 @@ class StreamPipe(trio.abc.Stream):
         # The transport's way to queue a message without waiting or a checkpoint, where
         # it has one (see the module docstring).
         self._queue_nowait: QueueNowait | None = getattr(owner.transport, "_send_nowait", None)
+        #: Set while Trio waits for the handshake that the association drives (see
+        #: :data:`HANDSHAKE_WAIT`); cleared by :meth:`handshake_done`.
+        self.handshake_running = False
 
     # -- fed by the demux task -------------------------------------------------------
 
@@ -133,6 +141,13 @@ class StreamPipe(trio.abc.Stream):
     def wake(self) -> None:
         """Wake readers so that they notice the association's state changed."""
         self._arrived.unpark_all()
+
+    def handshake_done(self) -> None:
+        """The handshake that the association drove is complete: a Trio step waiting
+        for it (see :data:`HANDSHAKE_WAIT`) goes on."""
+        if self.handshake_running:
+            self.handshake_running = False
+            self._arrived.unpark_all()
 
     # -- receive side ------------------------------------------------------------------
 
@@ -205,6 +220,11 @@ class StreamPipe(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send TLS bytes, one SCTP user message per TLS record."""
+        if len(data) == len(HANDSHAKE_WAIT) and data == HANDSHAKE_WAIT:
+            # (Whether or not the handshake is still running: it may have completed
+            # while Trio queued for its send lock.)
+            await self._wait_for_handshake()
+            return
         await trio.lowlevel.checkpoint_if_cancelled()
         # Behind whoever is sending, or after bytes pending or partial: then ``data``
         # goes out appended to those. Otherwise (nearly every record: SSLStream
@@ -242,6 +262,15 @@ class StreamPipe(trio.abc.Stream):
             raise
         finally:
             self._release_send()
+
+    async def _wait_for_handshake(self) -> None:
+        """Hold Trio's handshake step until the association completed the handshake
+        (see :data:`HANDSHAKE_WAIT`); raise if the association or this stream ends."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.handshake_running:
+            self._check_sendable()
+            await self._arrived.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _send_records(self, view: memoryview) -> None:
         """Send each whole record in ``view`` as one message (handed to the transport
