@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from trio_sctls import AssociationAbortedError
-from trio_sctls._pipe import StreamPipe
+from trio_sctls._pipe import HANDSHAKE_WAIT, StreamPipe
 from trio_sctls.transport import Message, MessageTransport
 from trio_sctls.transport.memory import memory_pair
 
@@ -113,18 +113,32 @@ async def test_a_waiting_reader_is_woken_by_close() -> None:
         await pipe.aclose()
 
 
-async def test_queued_bytes_ask_for_a_flush_and_go_out_before_later_sends() -> None:
+async def test_queued_records_reach_the_transport_at_once_without_a_checkpoint() -> None:
     client, server = memory_pair()
     owner = Owner(client)
     pipe = StreamPipe(owner, 4)
     pipe.queue_out(b"")
-    assert owner.flushes == []  # nothing queued, nothing to ask for
-    first, second = record(22, b"flight"), record(23, b"data")
-    pipe.queue_out(first)
-    assert owner.flushes == [4]
-    await pipe.send_all(second)
-    assert await server.receive() == Message(first, 4)
+    first, second = record(22, b"flight"), record(22, b"more")
+    pipe.queue_out(first + second)
+    # Handed over synchronously, record by record: nothing left to flush.
+    assert owner.flushes == [] and pipe.pending_out == b""
+    assert server.receive_nowait() == Message(first, 4)
+    assert server.receive_nowait() == Message(second, 4)
+
+
+async def test_queued_bytes_the_transport_cannot_take_now_ask_for_a_flush_and_go_first() -> None:
+    client, server = memory_pair(window=15)
+    owner = Owner(client)
+    pipe = StreamPipe(owner, 4)
+    # 11, 9 and 6 bytes: the second does not fit behind the first, the third behind it.
+    first, second, third = record(22, b"flight"), record(22, b"more"), record(23, b"d")
+    pipe.queue_out(first)  # fits the peer's empty window
+    pipe.queue_out(second)  # the window is full now: waits for the flush
+    assert owner.flushes == [4] and pipe.pending_out == second
+    assert server.receive_nowait() == Message(first, 4)
+    await pipe.send_all(third)
     assert await server.receive() == Message(second, 4)
+    assert await server.receive() == Message(third, 4)
     await pipe.flush()  # nothing left: a checkpoint only
     with trio.move_on_after(0) as scope:
         await server.receive()
@@ -224,3 +238,40 @@ async def test_a_send_cut_short_by_the_associations_failure_reports_that_failure
         nursery.start_soon(fail)
         with pytest.raises(AssociationAbortedError, match="the peer aborted"):
             await pipe.send_all(record(23, b"second"))  # waits for room
+
+
+async def test_the_handshake_marker_holds_the_sender_until_the_handshake_is_done() -> None:
+    client, server = memory_pair()
+    pipe = StreamPipe(Owner(client), 1)
+    pipe.handshake_running = True
+    done = trio.Event()
+
+    async def trio_step() -> None:
+        await pipe.send_all(HANDSHAKE_WAIT)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio_step)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        pipe.handshake_done()
+    # Also once the handshake is over (Trio may get to send after it completed).
+    await pipe.send_all(HANDSHAKE_WAIT)
+    with trio.move_on_after(0) as scope:
+        await server.receive()
+    assert scope.cancelled_caught  # the marker never reaches the transport
+
+
+async def test_closing_the_pipe_ends_a_wait_for_the_handshake() -> None:
+    client, _ = memory_pair()
+    pipe = StreamPipe(Owner(client), 1)
+    pipe.handshake_running = True
+    async with trio.open_nursery() as nursery:
+
+        async def trio_step() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await pipe.send_all(HANDSHAKE_WAIT)
+
+        nursery.start_soon(trio_step)
+        await trio.testing.wait_all_tasks_blocked()
+        await pipe.aclose()

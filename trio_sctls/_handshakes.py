@@ -21,10 +21,12 @@ started; the server's handshakes are watched by one watchdog task (each channel 
 complete within ``handshake_timeout`` of its first byte, and some channel must receive
 its first byte within ``handshake_timeout`` of the association's start). Once done, each channel's
 SSLStream is stepped once so that it knows (``version()`` etc. work). A channel the user
-touches before its handshake completed (a server handler reading at once, ``lazy``) is
-driven by Trio's SSLStream from then on, as any SSLStream is. Where it goes, the flights
-and the result are the same; what it saves is Trio's per-flight task switches, sends and
-receives for every channel, which were most of the set-up's CPU beyond OpenSSL's.
+touches while the association drives its handshake (a server handler reading at once)
+waits for it in Trio and completes it there (see _tls.py); a channel the association
+does not drive (``lazy``) is driven by Trio's SSLStream, as any SSLStream is. Where it
+goes, the flights and the result are the same; what it saves is Trio's per-flight task
+switches, sends and receives for every channel, which were most of the set-up's CPU
+beyond OpenSSL's, and it lets one flush carry the flights of every channel.
 
 Failures are the association's (:meth:`Lifecycle.fail
 <trio_sctls._lifecycle.Lifecycle.fail>`), named after the stream they happened on.
@@ -59,6 +61,9 @@ Channel: TypeAlias = trio.SSLStream[trio.abc.Stream]
 STEP_AT = 256 * 1024
 #: Tasks that send the handshake flights the association produces (see _flusher).
 FLUSHERS = 4
+#: Scheduling rounds in a row in which the demux took in no handshake message before
+#: the handshakes it fed are stepped (see HandshakeDriver._settle).
+SETTLE_ROUNDS = 2
 
 
 @final
@@ -205,7 +210,8 @@ class HandshakeDriver:
             self._awaiting.discard(stream)
             if not self._awaiting:
                 self._progress.unpark_all()
-        elif self._server_side:
+        elif self._server_side and not self._tls[stream].trio_waited:
+            # (A channel whose user waits for the handshake completes it in Trio itself.)
             self._to_confirm.append(stream)
             self._flush_wanted.unpark_all()
 
@@ -250,8 +256,11 @@ class HandshakeDriver:
         for stream in streams:
             try:
                 # Our last flight (our Finished, in TLS 1.3 and in resumptions) must be
-                # on its way before the channel counts as ready, as after do_handshake().
-                await self._pipes[stream].flush()
+                # on its way before the channel counts as ready, as after do_handshake():
+                # queued in the transport already, unless it had no room then.
+                pipe = self._pipes[stream]
+                if pipe.pending_out:
+                    await pipe.flush()
                 await self._confirm_handshake(stream)
             except trio.BrokenResourceError as exc:
                 self._raise_setup_error(stream, exc)
@@ -274,12 +283,7 @@ class HandshakeDriver:
             while not ((stepper and self._to_step) or self._to_flush or self._to_confirm):
                 await self._flush_wanted.park()
             if stepper and self._to_step:
-                # Let the demux take in what has arrived already, then step each
-                # channel once for all of it: OpenSSL costs more per step than per byte.
-                seen = -1
-                while seen != self._taken:
-                    seen = self._taken
-                    await trio.lowlevel.checkpoint()
+                await self._settle()
                 self._step_pending()
                 continue
             # A closed pipe, a stream the peer reset, or the association gone: the
@@ -291,6 +295,21 @@ class HandshakeDriver:
                     await pipe.flush()
                 else:
                     await self._confirm_handshake(self._to_confirm.popleft())
+
+    async def _settle(self) -> None:
+        """Let the demux take in what has arrived already, so that each channel is
+        stepped once for all of it (OpenSSL costs more per step than per byte) and all
+        the channels' replies leave together: return once it took nothing in
+        :data:`SETTLE_ROUNDS` scheduling rounds in a row. (It runs once per round while
+        it has messages, but Trio may order it before or after us in each round, so
+        one quiet round alone does not prove that it found nothing.)"""
+        seen, quiet = self._taken, 0
+        while quiet < SETTLE_ROUNDS:
+            await trio.lowlevel.checkpoint()
+            if seen == self._taken:
+                quiet += 1
+            else:
+                seen, quiet = self._taken, 0
 
     async def _watchdog(self) -> None:
         """Server: abort the association if a channel's handshake is not complete

@@ -13,6 +13,19 @@ message, ordered, with no lifetime limit (section 6.2), so we cut at the 5-byte 
 headers and send record by record. A partial record (never produced by OpenSSL, but
 allowed by the Stream contract) waits for the rest.
 
+Records without waiting. Where the transport has a private ``_send_nowait`` (udp,
+memory), records go to it at once, without a checkpoint: the handshake flights and
+session tickets that the association produces itself (:meth:`StreamPipe.queue_out`, see
+:mod:`trio_sctls._tls`), and every :meth:`StreamPipe.send_all`, which then checkpoints
+once for the lot instead of once per record. So when OpenSSL has stepped many channels
+in one scheduling round (the association's stepper, or the channels' own tasks woken by
+one receive burst), all their flights are queued before the transport's pump next
+flushes, and leave bundled into as few packets as the path MTU allows, instead of one
+flush (a packet, or a few) per round of a sending task. Where the transport cannot take
+a message without waiting (no room; or no such hook: kernel SCTP), the send waits
+through ``send_message``, and :meth:`StreamPipe.queue_out` keeps the bytes in
+:attr:`StreamPipe.pending_out` for the owner's flushers.
+
 Closing a pipe closes this one stream locally: unread bytes are dropped, later arrivals
 are discarded, and we ask SCTP to reset our outgoing stream (RFC 6525) so that the peer's
 pipe learns of it, the way a TCP peer learns of a close. When the peer resets its
@@ -32,6 +45,15 @@ from .transport import MessageTransport
 
 #: TLS record header: content type (1), legacy version (2), length (2).
 TLS_HEADER_SIZE = 5
+
+#: What a channel's TLS object has Trio send while the association drives its handshake
+#: (see :mod:`trio_sctls._tls`): :meth:`StreamPipe.send_all` sends nothing then, but
+#: waits until the handshake is complete. (No TLS record starts with a zero byte.)
+HANDSHAKE_WAIT = b"\x00handshake under way"
+
+#: A transport's ``_send_nowait(data, stream, ppid)``: queue one message without waiting
+#: (:class:`trio.WouldBlock` when it would have to wait).
+QueueNowait = Callable[[memoryview, int, int], None]
 
 
 class PipeOwner(Protocol):
@@ -86,8 +108,15 @@ class StreamPipe(trio.abc.Stream):
         #: harvest uses it to stop reading the moment a session ticket was processed.
         self.on_receive_wait: Callable[[], None] | None = None
         #: Bytes to send before anything else: handshake flights the association
-        #: produced, TLS 1.3 session tickets (see _tls.py). :meth:`queue_out` adds.
+        #: produced, TLS 1.3 session tickets (see _tls.py), that the transport could
+        #: not take at once. :meth:`queue_out` adds.
         self.pending_out = b""
+        # The transport's way to queue a message without waiting or a checkpoint, where
+        # it has one (see the module docstring).
+        self._queue_nowait: QueueNowait | None = getattr(owner.transport, "_send_nowait", None)
+        #: Set while Trio waits for the handshake that the association drives (see
+        #: :data:`HANDSHAKE_WAIT`); cleared by :meth:`handshake_done`.
+        self.handshake_running = False
 
     # -- fed by the demux task -------------------------------------------------------
 
@@ -112,6 +141,13 @@ class StreamPipe(trio.abc.Stream):
     def wake(self) -> None:
         """Wake readers so that they notice the association's state changed."""
         self._arrived.unpark_all()
+
+    def handshake_done(self) -> None:
+        """The handshake that the association drove is complete: a Trio step waiting
+        for it (see :data:`HANDSHAKE_WAIT`) goes on."""
+        if self.handshake_running:
+            self.handshake_running = False
+            self._arrived.unpark_all()
 
     # -- receive side ------------------------------------------------------------------
 
@@ -184,6 +220,11 @@ class StreamPipe(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send TLS bytes, one SCTP user message per TLS record."""
+        if len(data) == len(HANDSHAKE_WAIT) and data == HANDSHAKE_WAIT:
+            # (Whether or not the handshake is still running: it may have completed
+            # while Trio queued for its send lock.)
+            await self._wait_for_handshake()
+            return
         await trio.lowlevel.checkpoint_if_cancelled()
         # Behind whoever is sending, or after bytes pending or partial: then ``data``
         # goes out appended to those. Otherwise (nearly every record: SSLStream
@@ -202,7 +243,11 @@ class StreamPipe(trio.abc.Stream):
                 buffer = self.pending_out + self._partial + bytes(data)
                 self.pending_out = self._partial = b""
                 await self._send_records(memoryview(buffer))
-            elif size > TLS_HEADER_SIZE and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size:
+            elif (
+                self._queue_nowait is None
+                and size > TLS_HEADER_SIZE
+                and TLS_HEADER_SIZE + int.from_bytes(data[3:5]) == size
+            ):
                 # Exactly one record: what SSLStream hands over for writes up to 16 KiB.
                 await self._owner.transport.send_message(
                     data, stream=self.stream_id, ppid=self.ppid
@@ -218,9 +263,21 @@ class StreamPipe(trio.abc.Stream):
         finally:
             self._release_send()
 
+    async def _wait_for_handshake(self) -> None:
+        """Hold Trio's handshake step until the association completed the handshake
+        (see :data:`HANDSHAKE_WAIT`); raise if the association or this stream ends."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.handshake_running:
+            self._check_sendable()
+            await self._arrived.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
     async def _send_records(self, view: memoryview) -> None:
-        """Send each whole record in ``view`` as one message; keep a partial record's
-        bytes in :attr:`_partial` for the next send. A checkpoint either way."""
+        """Send each whole record in ``view`` as one message (handed to the transport
+        without waiting while it takes them so, so that a flight is queued whole before
+        the transport's next flush); keep a partial record's bytes in :attr:`_partial`
+        for the next send. A checkpoint either way."""
+        view = self._queue_records(view)
         send = self._owner.transport.send_message
         sent = False
         while len(view) >= TLS_HEADER_SIZE:
@@ -243,11 +300,46 @@ class StreamPipe(trio.abc.Stream):
             self._sending = False
 
     def queue_out(self, data: bytes) -> None:
-        """Queue TLS bytes to send ahead of any later :meth:`send_all`, and ask the
-        owner to have them sent. Never blocks."""
-        if data:
-            self.pending_out += data
-            self._owner.flush_requested(self)
+        """Send TLS bytes ahead of any later :meth:`send_all`, without waiting: handed
+        to the transport at once where it can queue them so (see the module docstring),
+        else kept in :attr:`pending_out` for the owner to have sent. Never blocks."""
+        if not data:
+            return
+        if not (self._sending or self.pending_out or self._partial or self.peer_finished):
+            try:
+                self._check_sendable()
+                rest = self._queue_records(memoryview(data))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The association is over: the owner's flush meets the error and
+                # reports it as usual.
+                pass
+            else:
+                if not rest:
+                    return
+                data = bytes(rest)
+        self.pending_out += data
+        self._owner.flush_requested(self)
+
+    def _queue_records(self, view: memoryview) -> memoryview:
+        """Hand the whole records at the start of ``view`` to the transport without
+        waiting, while it takes them so; return the rest.
+
+        Raises:
+            what the transport's send raises (not :class:`trio.WouldBlock`).
+        """
+        queue = self._queue_nowait
+        if queue is None:
+            return view
+        try:
+            while len(view) >= TLS_HEADER_SIZE:
+                end = TLS_HEADER_SIZE + int.from_bytes(view[3:5])
+                if end > len(view):
+                    break
+                queue(view[:end], self.stream_id, self.ppid)
+                view = view[end:]
+        except trio.WouldBlock:
+            pass
+        return view
 
     async def flush(self) -> None:
         """Send :attr:`pending_out` now, if any."""

@@ -22,11 +22,17 @@ which that task sends, for all channels. That costs one call per flight instead 
 task, a receive and a send round through :class:`trio.SSLStream` per flight per channel,
 which is most of the CPU of setting up many channels beyond OpenSSL's. The handshake
 itself is the same OpenSSL handshake, and its completion goes through the same hook
-(pinning included). Ownership passes to Trio for good the first time Trio steps the
-handshake itself (a user's first read or write): the TLS object forgets it was driven,
-and from then on messages go to the pipe and Trio's own loop runs, reading whatever the
-association had already written into the incoming BIO first. Once the association
-completed a handshake, Trio's first step finds it done and returns.
+(pinning included). Trio asks for the handshake as soon as a user reads or writes the
+channel (a server handler that reads at once does so before any ClientHello arrived).
+While the association drives it, the TLS object does not step it then: it writes
+:data:`~trio_sctls._pipe.HANDSHAKE_WAIT` into the (empty) outgoing BIO and reports "want
+read", so Trio sends that marker, and the pipe's ``send_all`` holds Trio there, without
+sending anything, until the association completed the handshake (or the association
+failed, or the pipe closed). Trio then steps it again, finds it done and carries on as
+after any handshake. So the flights stay the association's, bundled for all channels,
+however early the channels are used. Ownership passes to Trio for good once Trio steps
+a completed handshake, or the first time it steps one the association does not drive
+(a client's ``lazy`` channels).
 
 TLS 1.3 session tickets, the hazard:
 
@@ -53,7 +59,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any, Protocol, final
 
-from ._pipe import StreamPipe
+from ._pipe import HANDSHAKE_WAIT, StreamPipe
 
 
 class TLSObserver(Protocol):
@@ -108,6 +114,7 @@ class TLSObject:
         object.__setattr__(self, "handshake_started", None)
         object.__setattr__(self, "handshake_finished", None)
         object.__setattr__(self, "driven", False)
+        object.__setattr__(self, "trio_waited", False)
 
     _obj: ssl.SSLObject
     _incoming: ssl.MemoryBIO
@@ -119,8 +126,11 @@ class TLSObject:
     handshake_started: float | None
     handshake_finished: float | None
     #: Whether the association drives this handshake itself (:meth:`step_handshake`);
-    #: cleared for good the moment Trio steps it (see the module docstring).
+    #: cleared for good once Trio steps it after it completed (see the module docstring).
     driven: bool
+    #: Whether Trio asked for this handshake while the association was driving it,
+    #: and so waits for it itself (see the module docstring).
+    trio_waited: bool
 
     @property
     def stream_id(self) -> int:
@@ -146,8 +156,17 @@ class TLSObject:
         object.__setattr__(self, "driven", True)
 
     def do_handshake(self) -> None:
-        """Trio steps the handshake: from now on Trio drives it (the association stops
-        doing so). On completion pin the peer and release TLS 1.3 tickets."""
+        """Trio steps the handshake. While the association drives it, Trio is made to
+        wait until it is complete (see the module docstring); then, or if the
+        association never drove it, Trio drives it from now on. On completion pin the
+        peer and release TLS 1.3 tickets."""
+        if self.driven and self.handshake_finished is None:
+            # The outgoing BIO is empty (every step of the association's empties it):
+            # Trio sends the marker alone, and the pipe makes that send wait.
+            object.__setattr__(self, "trio_waited", True)
+            self.pipe.handshake_running = True
+            self._outgoing.write(HANDSHAKE_WAIT)
+            raise ssl.SSLWantReadError("the association is driving this handshake")
         if self.driven:
             object.__setattr__(self, "driven", False)
         if self.handshake_finished is not None:
@@ -200,6 +219,7 @@ class TLSObject:
 
     def _completed(self) -> None:
         object.__setattr__(self, "handshake_finished", time.perf_counter())
+        self.pipe.handshake_done()
         self._observer.handshake_completed(self)
 
     def read(self, size: int = 1024, buffer: Any = None) -> Any:

@@ -204,6 +204,21 @@ class MemoryTransport(MessageTransport):
         while not peer_inbox.has_room(len(message.data)):
             await peer_inbox.drained.park()
             self._check_status()
+        self._deliver(message)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _send_nowait(
+        self, data: bytes | bytearray | memoryview, stream: int, ppid: int, unordered: bool = False
+    ) -> None:
+        """Deliver one message (arguments valid) now, without waiting or a checkpoint,
+        or raise :class:`trio.WouldBlock` where :meth:`_send` would wait: how the
+        association hands over its handshake flights (``trio_sctls._pipe``)."""
+        self._check_status()
+        if not self._peer._inbox.has_room(len(data)):
+            raise trio.WouldBlock
+        self._deliver(Message(bytes(data), stream, ppid, unordered))
+
+    def _deliver(self, message: Message) -> None:
         peer = self._peer
         if len(message.data) > peer._max_message_size:
             # It is sent; the peer's stack refuses it and aborts, as SCTP would.
@@ -211,14 +226,13 @@ class MemoryTransport(MessageTransport):
                 RemoteProtocolError(
                     f"inbound message of {len(message.data)} bytes exceeds "
                     f"max_message_size ({peer._max_message_size}); association aborted",
-                    stream=stream,
+                    stream=message.stream,
                 )
             )
         else:
-            delay = self._delay(stream) if self._delay is not None else 0.0
+            delay = self._delay(message.stream) if self._delay is not None else 0.0
             keys = self._auth_keys
-            peer_inbox.put(message, delay, keys.sign() if keys is not None else None)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+            peer._inbox.put(message, delay, keys.sign() if keys is not None else None)
 
     async def _reset(self, stream: int) -> bool:
         await trio.lowlevel.checkpoint()

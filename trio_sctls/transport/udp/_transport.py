@@ -427,6 +427,20 @@ class UDPTransport(MessageTransport):
         self._udp.request_flush()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def _send_nowait(
+        self, data: bytes | bytearray | memoryview, stream: int, ppid: int, unordered: bool = False
+    ) -> None:
+        """Queue one message (arguments valid) now, without waiting or a checkpoint, or
+        raise :class:`trio.WouldBlock` where :meth:`_send` would wait. The association's
+        handshake flights go this way (``trio_sctls._pipe``): what many channels queue
+        before the pump next runs leaves in one flush, bundled up to the path MTU."""
+        if self._state is not TransportState.OPEN:
+            self._check_status()
+        if self._senders or not self._has_room(len(data)):
+            raise trio.WouldBlock
+        self._assoc.send(bytes(data), stream, ppid, unordered)
+        self._udp.request_flush()
+
     async def _reset(self, stream: int) -> bool:
         await trio.lowlevel.checkpoint()
         self._check_status()
