@@ -38,6 +38,7 @@ from trio_sctls.sctp._chunks import (
     HeartbeatChunk,
     InitAckChunk,
     InitChunk,
+    PadChunk,
     ReconfigChunk,
     SackChunk,
     ShutdownAckChunk,
@@ -130,6 +131,8 @@ CHUNKS: list[Chunk] = [
     ShutdownCompleteChunk(),
     ShutdownCompleteChunk(reflected=True),
     ReconfigChunk((OutgoingSSNResetRequest(1, 2, 3, (4,)), ReconfigResponse(5, 6))),
+    PadChunk(1000),
+    PadChunk(3),
     ForwardTsnChunk(5, ((1, 2), (3, 4))),
     UnknownChunk(0xC7, 0x5A, b"abc"),
 ]
@@ -165,7 +168,7 @@ def test_every_chunk_round_trips(chunk: Chunk) -> None:
 
 
 def test_registries_cover_every_rfc_9260_type() -> None:
-    assert set(CHUNK_TYPES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 0x82, 0xC0}
+    assert set(CHUNK_TYPES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 0x82, 0x84, 0xC0}
     assert set(CAUSE_TYPES) == set(range(1, 14))
     assert {1, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 0x8008, 0xC000} == set(PARAM_TYPES)
     covered = {type(c) for c in CHUNKS} | {type(p) for p in PARAMS} | {type(c) for c in CAUSES}

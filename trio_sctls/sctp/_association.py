@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from ._assoc_handshake import HandshakeMixin
+from ._assoc_pmtud import PathMTUMixin
 from ._causes import (
     ErrorCause,
     InvalidStreamIdentifier,
@@ -85,7 +86,7 @@ def _bundle(
     return buf
 
 
-class Association(HandshakeMixin):
+class Association(HandshakeMixin, PathMTUMixin):
     """One SCTP association, sans-IO.
 
     Args:
@@ -141,7 +142,7 @@ class Association(HandshakeMixin):
             return
         recv.consumed(nbytes)
         new, last = recv.a_rwnd, self._last_rwnd
-        pmtu = self.config.max_packet_size
+        pmtu = self._pmtud.size
         if self._state in RECEIVING and (
             (last < pmtu <= new) or new - last >= self.config.receive_buffer // 4
         ):
@@ -258,7 +259,7 @@ class Association(HandshakeMixin):
             # (each report is 8 bytes bigger than its chunk), nor a chunk too large to
             # wrap.
             raw = bytes(chunk)
-            if _REPORT_OVERHEAD + len(raw) <= self.config.max_packet_size:
+            if _REPORT_OVERHEAD + len(raw) <= self._pmtud.size:
                 self._reported_unknown = True
                 self._control.append(bytes(ErrorChunk((UnrecognizedChunkType(raw),))))
         return keep_going
@@ -319,6 +320,7 @@ class Association(HandshakeMixin):
         self._sack_since_t3 = True
         if result.new_data_acked:
             self._errors = 0  # Section 8.3: an acknowledgement clears the error count
+            self._pmtud.on_progress()
         self._progress_shutdown(now)
 
     # -- heartbeats (Section 8.3) --------------------------------------------------------
@@ -342,6 +344,8 @@ class Association(HandshakeMixin):
                 self._errors = 0
                 if self._send is not None:
                     self._send.on_rtt(now - sent_at)
+        else:
+            self._pmtud.on_probe_ack(chunk.info, now)  # a path MTU probe's, maybe
         return True
 
     # -- shutdown and abort (Section 9) -------------------------------------------------
@@ -505,6 +509,7 @@ class Association(HandshakeMixin):
             self._hb_deadline,
             send.t3_deadline if send is not None else None,
             self._reconf.deadline if self._reconf is not None else None,
+            self._pmtud.deadline,
         )
         live = [t for t in candidates if t is not None]
         return min(live) if live else None
@@ -530,6 +535,7 @@ class Association(HandshakeMixin):
             counts = not (send.probing and self._sack_since_t3)  # Section 6.1, rule A
             self._sack_since_t3 = False
             send.on_t3_expired(now)
+            self._pmtud.on_t3_expired()
             if counts and self._count_error("T3-rtx"):
                 return
         if self._t2 is not None and now >= self._t2:
@@ -556,6 +562,9 @@ class Association(HandshakeMixin):
                     if send is not None:
                         send.rto.back_off()
                 self._send_heartbeat(now)
+        pmtud = self._pmtud
+        if pmtud.deadline is not None and now >= pmtud.deadline:
+            pmtud.on_timer(now)
 
     def _send_heartbeat(self, now: float) -> None:
         self._hb_nonce = self._rng.getrandbits(64).to_bytes(8, "big")
@@ -574,7 +583,9 @@ class Association(HandshakeMixin):
             return out
         send, recv = self._send, self._recv
         assert send is not None and recv is not None
-        limit = self.config.max_packet_size
+        limit = self._pmtud.size
+        if send.packet_size != limit:
+            send.set_packet_size(limit)
         header = packet_header(self.local_port, self.remote_port, self._peer_tag)
         buf = bytearray(header)
         if self._cookie_ack:
@@ -610,7 +621,7 @@ class Association(HandshakeMixin):
             buf = _bundle(self._trailing, buf, header, limit, out)
         if len(buf) > len(header):
             out.append(finish_packet(buf))
-        return out
+        return self._sized_datagrams(out, now)
 
     # == the state machine ======================================================================
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ._causes import ProtocolViolationCause
 from ._chunks import FLAG_BEGIN, FLAG_END, FLAG_UNORDERED, SackChunk, data_chunk_bytes
-from ._config import SCTPConfig
+from ._config import SCTPConfig, fragment_size
 from ._errors import ProtocolViolation
 
 _M32 = 0xFFFFFFFF
@@ -162,6 +162,24 @@ class SendSide:
         self._rtt_tsn: int | None = None
         self.t3_deadline: float | None = None
         self.probing = False  # zero window probing (Section 6.1, rule A)
+
+    @property
+    def packet_size(self) -> int:
+        """The largest packet: what new messages are cut for, cwnd's unit (Section 7.2)."""
+        return self._pmtu
+
+    def set_packet_size(self, size: int) -> None:
+        """Path MTU discovery (``_pmtud``) moved the packet size to ``size``: cut new
+        messages for it, and move cwnd towards the initial window of the new size
+        (Section 7.2.1 counts that window in MTUs, unknown when it was first set): up
+        to it when the size grows, down to it when it shrinks."""
+        window = min(4 * size, max(2 * size, 4380))
+        if size > self._pmtu:
+            self.cwnd = max(self.cwnd, window)
+        else:
+            self.cwnd = min(self.cwnd, window)
+        self._pmtu = size
+        self._frag = fragment_size(size)
 
     # -- queueing ----------------------------------------------------------------------
 

@@ -1,0 +1,227 @@
+"""Path MTU discovery (RFC 8899 PLPMTUD) on the simulated network: the search, black
+holes, and what probes must never do."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from trio_sctls.sctp import BASE_PLPMTU, PMTUDState
+from trio_sctls.sctp._chunks import CHUNK_TYPES, ErrorChunk, HeartbeatChunk, PadChunk
+from trio_sctls.sctp._packet import packet_header
+from trio_sctls.sctp._pmtud import MAX_PROBES, PMTU_RAISE_TIMER, PathMTU
+
+from .harness import Net, chunks_of, connected, data_chunks, fast_config, pair, tap
+
+#: IPv6 + UDP under each SCTP packet (the core's default ip_header_size of 40, + 8).
+OVERHEAD = 48
+#: The largest IP packet: what an interface of unknown MTU lets us try.
+MAX_MTU = 65535
+
+
+def _net(path_mtu: int | None, **config: object) -> Net:
+    options: dict[str, object] = {"mtu": MAX_MTU}
+    options.update(config)
+    net = pair(fast_config(**options))
+    net.path_mtu = path_mtu
+    return connected(net)
+
+
+def _settled(net: Net) -> bool:
+    return all(n.assoc.pmtud_state is PMTUDState.SEARCH_COMPLETE for n in net.nodes)
+
+
+def _is_probe(datagram: bytes) -> bool:
+    return any(isinstance(c, PadChunk) for c in chunks_of(datagram))
+
+
+def _transfer(net: Net, count: int, size: int, timeout: float = 120.0) -> list[bytes]:
+    rng = random.Random(count)
+    sent = [rng.randbytes(size) for _ in range(count)]
+    before = len(net.b.messages())
+    for payload in sent:
+        net.a.assoc.send(payload, stream=1)
+    assert net.run_until(lambda: len(net.b.messages()) >= before + count, timeout)
+    return sent
+
+
+@pytest.mark.parametrize(("path_mtu", "expected"), [(1500, 1500), (9000, 9000), (MAX_MTU, None)])
+def test_the_search_settles_on_the_path_mtu_within_seconds(
+    path_mtu: int, expected: int | None
+) -> None:
+    net = _net(path_mtu)
+    a = net.a.assoc
+    assert a.path_mtu == BASE_PLPMTU + OVERHEAD  # where it starts
+    assert net.run_until(lambda: _settled(net), 30)
+    assert net.now < 30
+    for node in net.nodes:
+        if expected is not None:
+            assert node.assoc.path_mtu == expected
+        else:  # as large as the path and an IP packet allow: loopback-sized
+            assert MAX_MTU - 4 < node.assoc.path_mtu <= MAX_MTU
+    sizes: list[int] = []
+    net.hook = tap(lambda i, d, now: sizes.append(len(d)) if i == 0 and data_chunks(d) else None)
+    sent = _transfer(net, 10, 150_000)
+    assert net.b.messages() == sent
+    # Data packets now fill the path: within a SACK and a fragment's rounding of it.
+    assert a.path_mtu - 48 <= max(sizes) + OVERHEAD <= a.path_mtu
+
+
+def test_probes_are_padded_heartbeats_of_exactly_the_size_probed() -> None:
+    probes: list[bytes] = []
+    net = pair(fast_config(mtu=9000))
+    net.hook = tap(lambda i, d, now: probes.append(d) if _is_probe(d) else None)
+    connected(net)
+    assert net.run_until(lambda: _settled(net), 30)
+    sizes = sorted({len(p) + OVERHEAD for p in probes})
+    assert sizes == [BASE_PLPMTU + OVERHEAD, 9000]
+    for probe in probes:
+        chunks = chunks_of(probe)
+        assert [type(c) for c in chunks] == [HeartbeatChunk, PadChunk]
+
+
+def test_a_path_that_shrinks_mid_transfer_is_detected_and_nothing_is_lost() -> None:
+    net = _net(9000)
+    a = net.a.assoc
+    assert net.run_until(lambda: _settled(net), 30)
+    assert a.path_mtu == 9000
+    rng = random.Random(7)
+    sent = [rng.randbytes(20_000) for _ in range(100)]
+    for payload in sent:
+        a.send(payload, stream=1)
+    assert net.run_until(lambda: len(net.b.messages()) >= 10, 30)
+    net.path_mtu = 1500  # a black hole: big packets vanish, no ICMP
+    assert net.run_until(lambda: len(net.b.messages()) == len(sent), 120)
+    assert net.b.messages() == sent  # in order, once each
+    assert net.too_big > 0
+    assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 60)
+    assert a.path_mtu == 1500
+    assert a.established and net.b.assoc.established
+    more = _transfer(net, 5, 30_000)
+    assert net.b.messages()[len(sent) :] == more
+
+
+def test_probes_never_count_towards_association_failure() -> None:
+    # Every probe above the base size is lost, over and over (the raise timer restarts
+    # the search): with two retransmissions allowed, counting them would end it.
+    net = _net(BASE_PLPMTU + OVERHEAD, max_retransmissions=2, heartbeat_interval=1.0)
+    probes: list[int] = []
+    net.hook = tap(lambda i, d, now: probes.append(len(d)) if _is_probe(d) else None)
+    for _ in range(3):
+        net.run_for(PMTU_RAISE_TIMER)
+        net.a.assoc.send(b"still here", stream=0)
+    net.run_for(5)
+    assert net.a.assoc.established and net.b.assoc.established
+    assert net.b.messages() == [b"still here"] * 3
+    assert sum(size > BASE_PLPMTU for size in probes) >= 3 * 2 * MAX_PROBES
+    assert net.a.assoc.path_mtu == BASE_PLPMTU + OVERHEAD
+
+
+def test_a_peer_that_skips_pad_chunks_unknown_still_answers_probes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As a peer without RFC 4820 does: type 0x84 is unknown, and its high bits (10)
+    # say "skip it, go on, report nothing".
+    monkeypatch.delitem(CHUNK_TYPES, PadChunk.CODE)
+    errors: list[object] = []
+    net = pair(fast_config(mtu=9000))
+    net.hook = tap(
+        lambda i, d, now: errors.extend(c for c in chunks_of(d) if isinstance(c, ErrorChunk))
+    )
+    connected(net)
+    assert net.run_until(lambda: _settled(net), 30)
+    assert net.a.assoc.path_mtu == 9000
+    assert errors == []
+
+
+def test_refused_probe_moves_the_search_on_at_once() -> None:
+    # The interface cannot carry the probe (EMSGSIZE): no waiting for its timer.
+    net = pair(fast_config(mtu=MAX_MTU))
+    a = net.a.assoc
+    refused: list[bytes] = []
+
+    def interface(i: int, d: bytes, now: float) -> list[bytes]:
+        if i == 0 and len(d) + OVERHEAD > 9000:
+            refused.append(d)
+            assert a.datagram_refused(d, now)
+            return []
+        return [d]
+
+    net.hook = interface
+    connected(net)
+    assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 5)
+    assert a.path_mtu == 9000
+    assert len(refused) == 1  # each size refused once is enough
+    assert not a.datagram_refused(b"\0" * 12, net.now)  # not ours
+
+
+def test_refused_packet_of_the_current_size_is_a_black_hole() -> None:
+    net = _net(9000)
+    a = net.a.assoc
+    assert net.run_until(lambda: _settled(net), 30)
+    packet = bytearray(a.max_packet_size)
+    packet[:12] = packet_header(a.local_port, a.remote_port, net.b.assoc.verification_tag)
+    assert a.datagram_refused(bytes(packet), net.now)
+    assert a.pmtud_state is PMTUDState.BASE
+    assert a.path_mtu == BASE_PLPMTU + OVERHEAD
+
+
+def test_the_local_mtu_caps_the_search() -> None:
+    net = pair(fast_config(mtu=MAX_MTU))
+    connected(net)
+    net.a.assoc.set_local_mtu(9000)
+    assert net.run_until(lambda: _settled(net), 30)
+    assert net.a.assoc.path_mtu == 9000
+    assert net.b.assoc.path_mtu > 60_000
+
+
+def test_a_grown_path_is_found_when_the_raise_timer_fires() -> None:
+    net = _net(1500)
+    assert net.run_until(lambda: _settled(net), 30)
+    assert net.a.assoc.path_mtu == 1500
+    net.path_mtu = 9000
+    net.run_for(PMTU_RAISE_TIMER + 30)
+    assert net.a.assoc.path_mtu == 9000
+    assert net.a.assoc.pmtud_state is PMTUDState.SEARCH_COMPLETE
+
+
+def test_without_discovery_the_configured_mtu_is_used_and_nothing_probed() -> None:
+    probes: list[bytes] = []
+    net = pair(fast_config(mtu=9000, pmtud=False))
+    net.hook = tap(lambda i, d, now: probes.append(d) if _is_probe(d) else None)
+    connected(net)
+    net.run_for(10)
+    assert net.a.assoc.path_mtu == 9000
+    assert net.a.assoc.pmtud_state is PMTUDState.DISABLED
+    assert probes == []
+
+
+def test_a_path_below_the_base_size_ends_in_the_error_state_and_data_still_flows() -> None:
+    # Even BASE_PLPMTU is too big: the state machine says ERROR, and the base size
+    # stays in use (data cut for it goes out as IP fragments where the stack can).
+    net = _net(1000)
+    net.run_for(10)
+    assert net.a.assoc.pmtud_state is PMTUDState.ERROR
+    assert net.a.assoc.established
+
+
+def test_state_machine_alone_walks_base_searching_complete() -> None:
+    pm = PathMTU(9000 - 28, 28)
+    assert pm.state is PMTUDState.DISABLED
+    pm.start()
+    assert (pm.state, pm.probed_size, pm.probe_due) == (PMTUDState.BASE, BASE_PLPMTU, True)
+    size, info = pm.take_probe(0.0, 0.5, b"12345678")
+    assert pm.deadline == 1.0  # PROBE_TIMER is at least a second
+    assert size == BASE_PLPMTU
+    assert pm.on_probe_ack(info, 0.1) == 0.0
+    assert (pm.state, pm.probed_size) == (PMTUDState.SEARCHING, 9000 - 28)
+    for attempt in range(MAX_PROBES):
+        pm.take_probe(1.0 + attempt, 0.5, b"abcdefgh")
+        assert pm.on_probe_ack(info, 1.5) is None  # an old nonce confirms nothing
+        pm.on_timer(pm.deadline or 0.0)
+    assert pm.probed_size == 1500 - 28  # the next plateau down
+    _size, info = pm.take_probe(10.0, 0.5, b"ABCDEFGH")
+    pm.on_probe_ack(info, 10.1)
+    assert (pm.state, pm.size, pm.path_mtu) == (PMTUDState.SEARCH_COMPLETE, 1472, 1500)
+    assert pm.deadline == 10.1 + PMTU_RAISE_TIMER
