@@ -101,6 +101,7 @@ from ...sctp import (
     AssociationAccepted,
     Deadlines,
     Endpoint,
+    Fragmentable,
     InitChunk,
     MessageReceived,
     Packet,
@@ -117,6 +118,7 @@ from ._icmp import (
     enable_icmp_errors,
     port_unreachable,
 )
+from ._pmtu import enable_probing, send_fragmentable
 
 if TYPE_CHECKING:
     from ._listener import UDPListener
@@ -124,12 +126,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_sctls.udp")
 
-#: Path MTU with a loopback peer: the largest IPv4 datagram is 65535 bytes; stay clear
-#: of it. Big packets mean few system calls and few chunks parsed per byte.
-LOOPBACK_MTU: Final = 65000
+#: The ceiling of path MTU discovery (RFC 8899, in the core): the largest IP packet.
+#: Each association starts at 1200 bytes of SCTP packet and probes upward, capped by
+#: the MTU of the interface towards the peer where the kernel says (``_pmtu``): so
+#: loopback comes out near 64 KiB, Ethernet at 1500, jumbo frames at 9000. Big packets
+#: mean few system calls and few chunks parsed per byte.
+DEFAULT_MTU: Final = 65535
+#: The same ceiling: loopback paths are discovered like any other now (this was the
+#: address-based guess for them).
+LOOPBACK_MTU: Final = DEFAULT_MTU
 _CORE_DEFAULTS = SCTPConfig()
-#: Path MTU elsewhere (no path MTU discovery without ICMP): the core's safe default.
-DEFAULT_MTU: Final = _CORE_DEFAULTS.mtu
 #: Loopback round trips take microseconds, but a busy event loop (TLS handshakes) may
 #: answer late: RTO.Min of 200 ms (as Linux's TCP) instead of RFC 9260's 1 s keeps one
 #: lost packet from costing a second, without retransmitting spuriously.
@@ -294,6 +300,7 @@ class _UDPSocket:
                 # client to a closed UDP port fails at once instead of after minutes.
                 sock.connect(connect_to)
             sock.setblocking(False)
+            enable_probing(sock)  # DF on, for path MTU probes (see _pmtu)
         except BaseException:
             sock.close()
             raise
@@ -563,7 +570,10 @@ class _UDPSocket:
     def _send(self, data: bytes, address: SocketAddress) -> None:
         self.datagrams_sent += 1
         try:
-            self.sock.sendto(data, address)
+            if type(data) is Fragmentable:
+                send_fragmentable(self.sock, data, address)
+            else:
+                self.sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             # The send buffer is full: the datagram is lost, and SCTP retransmits it.
             self.dropped_sends += 1
@@ -571,10 +581,20 @@ class _UDPSocket:
             if self._closed:
                 return
             self.dropped_sends += 1
+            if exc.errno == errno.EMSGSIZE:
+                self._refused_as_too_big(data, address)
             # The socket's pending ICMP error may surface here instead of in recvfrom
             # (its details stay in the error queue); SCTP retransmits either way.
             level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
             log.log(level, "udp transport: sendto %r failed: %r", address, exc)
+
+    def _refused_as_too_big(self, data: bytes, address: SocketAddress) -> None:
+        """``EMSGSIZE``: above the interface's MTU, a probe or a black hole for the
+        association that sent it (``Endpoint.datagram_refused``)."""
+        endpoint = self.endpoints.get(_PORTS.unpack_from(data)[0]) if len(data) >= 4 else None
+        if endpoint is not None and endpoint.datagram_refused(data, address, trio.current_time()):
+            self._busy[endpoint] = None
+            self.request_flush()
 
     def vanish(self) -> None:
         """Close the socket now and send nothing more, as a killed process would

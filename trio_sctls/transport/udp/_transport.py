@@ -57,11 +57,11 @@ from .._base import (
     TransportState,
     clamped_rtos,
 )
+from ._pmtu import interface_mtu
 from ._socket import (
     _CORE_DEFAULTS,
     DEFAULT_MTU,
     GRACEFUL_CLOSE_TIMEOUT,
-    LOOPBACK_MTU,
     LOOPBACK_RTO_INITIAL,
     LOOPBACK_RTO_MIN,
     RECEIVE_BUFFER,
@@ -99,7 +99,7 @@ def _make_config(
         )
     if base is None:
         base = SCTPConfig(
-            mtu=LOOPBACK_MTU if loopback else DEFAULT_MTU,
+            mtu=DEFAULT_MTU,  # only the ceiling: the path MTU is discovered
             ip_header_size=20 if family == socket.AF_INET else 40,
             rto_min=LOOPBACK_RTO_MIN if loopback else _CORE_DEFAULTS.rto_min,
             rto_initial=LOOPBACK_RTO_INITIAL if loopback else _CORE_DEFAULTS.rto_initial,
@@ -207,6 +207,10 @@ class UDPTransport(MessageTransport):
         self._connect_error: OSError | None = None
         self.close_timeout = GRACEFUL_CLOSE_TIMEOUT
         self.send_buffer = SEND_BUFFER
+        # Path MTU discovery (in the core) searches no higher than the interface.
+        local_mtu = interface_mtu(udp.sock.family, endpoint.address_of(assoc))
+        if local_mtu is not None:
+            assoc.set_local_mtu(local_mtu)
 
     def __repr__(self) -> str:
         state = self._assoc.state.value
@@ -218,6 +222,13 @@ class UDPTransport(MessageTransport):
     def association(self) -> Association:
         """The sans-IO association underneath (read it; driving it is the pump's job)."""
         return self._assoc
+
+    @property
+    def path_mtu(self) -> int:
+        """The path MTU this association uses now, IP header included, as path MTU
+        discovery (RFC 8899) found it so far; ``association.pmtud_state`` says whether
+        the search is over."""
+        return self._assoc.path_mtu
 
     @property
     def udp_address(self) -> tuple[str, int]:
