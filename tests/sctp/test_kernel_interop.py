@@ -25,6 +25,7 @@ from trio_sctls.sctp import (
     Endpoint,
     Event,
     MessageReceived,
+    PMTUDState,
     SCTPConfig,
     ShutdownComplete,
     ShutdownReceived,
@@ -185,3 +186,37 @@ def test_a_kernel_client_against_our_endpoint(udp: tuple[socket.socket, tuple[st
     assert events[-2:] == [ShutdownReceived(), ShutdownComplete()]
     thread.join(5)
     kernel_client.close()
+
+
+def test_the_kernel_answers_our_path_mtu_probes(
+    udp: tuple[socket.socket, tuple[str, int]],
+) -> None:
+    # Padded HEARTBEATs (RFC 8899 with RFC 4820 PAD chunks) to a kernel peer: it must
+    # answer each, so our search climbs from 1200 bytes to the loopback's ceiling.
+    sock, kernel = udp
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(20)
+    accepted: dict[str, socket.socket] = {}
+    threading.Thread(target=lambda: accepted.update(conn=server.accept()[0]), daemon=True).start()
+    config = SCTPConfig(mtu=65535, ip_header_size=20, rto_min=0.2, rto_initial=0.5)
+    client = Association(config, local_port=40002, remote_port=server.getsockname()[1])
+    client.connect(time.monotonic())
+    drive(client, sock, kernel, lambda e: client.pmtud_state is PMTUDState.SEARCH_COMPLETE)
+    assert client.path_mtu > 60_000
+    big = os.urandom(200 * 1024)
+    client.send(big)  # in 64 KiB packets now
+    drive(client, sock, kernel, lambda e: "conn" in accepted, 10)
+    conn = accepted["conn"]
+    conn.settimeout(20)
+    got: dict[str, bytes] = {}
+    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
+    reader.start()
+    drive(client, sock, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
+    assert got["big"] == big
+    client.shutdown(time.monotonic())
+    events = drive(client, sock, kernel, lambda e: client.closed, 10)
+    assert events[-1] == ShutdownComplete()
+    conn.close()
+    server.close()

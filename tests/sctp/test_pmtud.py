@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from trio_sctls.sctp import BASE_PLPMTU, PMTUDState
+from trio_sctls.sctp import BASE_PLPMTU, Fragmentable, PMTUDState
 from trio_sctls.sctp._chunks import CHUNK_TYPES, ErrorChunk, HeartbeatChunk, PadChunk
 from trio_sctls.sctp._packet import packet_header
 from trio_sctls.sctp._pmtud import MAX_PROBES, PMTU_RAISE_TIMER, PathMTU
@@ -92,7 +92,21 @@ def test_a_path_that_shrinks_mid_transfer_is_detected_and_nothing_is_lost() -> N
         a.send(payload, stream=1)
     assert net.run_until(lambda: len(net.b.messages()) >= 10, 30)
     net.path_mtu = 1500  # a black hole: big packets vanish, no ICMP
+    cut_for_9000: set[int] = set()  # TSNs sent while the association used 9000
+    fragmentable: set[int] = set()
+
+    def watch(i: int, d: bytes, now: float) -> None:
+        tsns = {c.tsn for c in data_chunks(d)} if i == 0 else set()
+        if a.path_mtu == 9000:
+            cut_for_9000.update(tsns)
+        if isinstance(d, Fragmentable):
+            fragmentable.update(tsns)
+
+    net.hook = tap(watch)
     assert net.run_until(lambda: len(net.b.messages()) == len(sent), 120)
+    # Only DATA sent before the black hole was found needed IP fragmentation: what had
+    # not left yet was cut again for the smaller size.
+    assert fragmentable and fragmentable <= cut_for_9000
     assert net.b.messages() == sent  # in order, once each
     assert net.too_big > 0
     assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 60)

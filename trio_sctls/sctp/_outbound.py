@@ -180,6 +180,39 @@ class SendSide:
             self.cwnd = min(self.cwnd, window)
         self._pmtu = size
         self._frag = fragment_size(size)
+        if any(ch.size > self._frag for ch in self._pending):
+            self._recut_pending()
+
+    def _recut_pending(self) -> None:
+        """Cut never-sent DATA again for the smaller packet size, renumbering its TSNs
+        (the peer has seen none of them), so that only what was already sent needs IP
+        fragmentation (Section 6.9). Not while a stream reset holds messages back: its
+        request named the last TSN assigned."""
+        frag = self._frag
+        if self._held:
+            return
+        pending = self._pending
+        tsn = pending[0].tsn if pending else self.next_tsn
+        recut: deque[OutChunk] = deque()
+        for ch in pending:
+            n = ch.size
+            if n <= frag:
+                ch.tsn = tsn
+                tsn += 1
+                recut.append(ch)
+                continue
+            middle = ch.flags & ~(FLAG_BEGIN | FLAG_END)
+            for offset in range(0, n, frag):
+                flags = middle
+                if offset == 0:
+                    flags |= ch.flags & FLAG_BEGIN
+                if offset + frag >= n:
+                    flags |= ch.flags & FLAG_END
+                piece = ch.data[offset : offset + frag]
+                recut.append(OutChunk(tsn, ch.stream, ch.ssn, ch.ppid, flags, piece))
+                tsn += 1
+        self._pending = recut
+        self.next_tsn = tsn
 
     # -- queueing ----------------------------------------------------------------------
 
