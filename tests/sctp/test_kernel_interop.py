@@ -104,6 +104,27 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return buf
 
 
+def _kernel_reads(
+    big: bytes,
+    client: Association,
+    sock: socket.socket,
+    kernel: tuple[str, int],
+    accepted: dict[str, socket.socket],
+) -> socket.socket:
+    """Drive ``client`` until the kernel server has accepted and read ``big`` (sent
+    already); return the kernel's connection."""
+    drive(client, sock, kernel, lambda e: "conn" in accepted, 10)
+    conn = accepted["conn"]
+    assert isinstance(conn, socket.socket)
+    conn.settimeout(20)
+    got: dict[str, bytes] = {}
+    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
+    reader.start()
+    drive(client, sock, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
+    assert got["big"] == big
+    return conn
+
+
 def _received(events: list[Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, MessageReceived))
 
@@ -116,7 +137,7 @@ def test_our_client_against_a_kernel_server(udp: tuple[socket.socket, tuple[str,
     server.setsockopt(IPPROTO_SCTP, SCTP_ENABLE_STREAM_RESET, struct.pack("II", 0, 3))
     server.listen(1)
     server.settimeout(20)
-    accepted: dict[str, object] = {}
+    accepted: dict[str, socket.socket] = {}
     threading.Thread(target=lambda: accepted.update(conn=server.accept()[0]), daemon=True).start()
 
     client = Association(CONFIG, local_port=40000, remote_port=sctp_port)
@@ -127,15 +148,7 @@ def test_our_client_against_a_kernel_server(udp: tuple[socket.socket, tuple[str,
 
     big = os.urandom(100 * 1024)
     client.send(big)  # fragmented to 1200-byte packets, reassembled by the kernel
-    drive(client, sock, kernel, lambda e: "conn" in accepted, 10)
-    conn = accepted["conn"]
-    assert isinstance(conn, socket.socket)
-    conn.settimeout(20)
-    got: dict[str, bytes] = {}
-    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
-    reader.start()
-    drive(client, sock, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
-    assert got["big"] == big
+    conn = _kernel_reads(big, client, sock, kernel, accepted)
 
     answer = os.urandom(150_000)
     conn.sendall(answer)  # one 150 kB message from the kernel
@@ -207,14 +220,7 @@ def test_the_kernel_answers_our_path_mtu_probes(
     assert client.path_mtu > 60_000
     big = os.urandom(200 * 1024)
     client.send(big)  # in 64 KiB packets now
-    drive(client, sock, kernel, lambda e: "conn" in accepted, 10)
-    conn = accepted["conn"]
-    conn.settimeout(20)
-    got: dict[str, bytes] = {}
-    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
-    reader.start()
-    drive(client, sock, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
-    assert got["big"] == big
+    conn = _kernel_reads(big, client, sock, kernel, accepted)
     client.shutdown(time.monotonic())
     events = drive(client, sock, kernel, lambda e: client.closed, 10)
     assert events[-1] == ShutdownComplete()
