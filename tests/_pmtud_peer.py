@@ -53,7 +53,6 @@ async def serve(address: str) -> None:
 
 async def connect(address: str) -> None:
     async with open_udp_transport(address, SCTP_PORT, remote_udp_port=UDP_PORT) as transport:
-        await _settled(transport)
         payload = bytes(range(256)) * (MESSAGE_SIZE // 256)
         moved = 0
         async with trio.open_nursery() as nursery:
@@ -67,6 +66,7 @@ async def connect(address: str) -> None:
                 message = await transport.receive()
                 assert isinstance(message, Message) and message.data == payload
                 moved += MESSAGE_SIZE
+        await _settled(transport)  # the search began with the first DATA
         _report(transport, moved)
         await transport.aclose()  # a graceful SHUTDOWN, which the server waits for
 

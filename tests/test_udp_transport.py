@@ -565,7 +565,12 @@ async def test_a_packet_with_a_wrong_verification_tag_is_dropped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with linked_pair() as (client, server, listener, link):
-        await trio.sleep(5)  # path MTU probes are traffic too: let the search end
+        # Path MTU probes are traffic too: let the searches (which wait for data) end.
+        await client.send_message(b"first", stream=0)
+        assert await server.receive() == Message(b"first", 0)
+        await server.send_message(b"second", stream=0)
+        assert await client.receive() == Message(b"second", 0)
+        await trio.sleep(5)
         settled = PMTUDState.SEARCH_COMPLETE
         assert client.association.pmtud_state is server.association.pmtud_state is settled
         before = link.stats("to_client").received

@@ -25,7 +25,14 @@ def _net(path_mtu: int | None, **config: object) -> Net:
     options.update(config)
     net = pair(fast_config(**options))
     net.path_mtu = path_mtu
-    return connected(net)
+    return _sending(connected(net))
+
+
+def _sending(net: Net) -> Net:
+    """Have each end send a message: probing waits for the first DATA."""
+    for node in net.nodes:
+        node.assoc.send(b"hello", stream=0)
+    return net
 
 
 def _settled(net: Net) -> bool:
@@ -39,10 +46,10 @@ def _is_probe(datagram: bytes) -> bool:
 def _transfer(net: Net, count: int, size: int, timeout: float = 120.0) -> list[bytes]:
     rng = random.Random(count)
     sent = [rng.randbytes(size) for _ in range(count)]
-    before = len(net.b.messages())
+    before = len(net.b.messages(1))
     for payload in sent:
         net.a.assoc.send(payload, stream=1)
-    assert net.run_until(lambda: len(net.b.messages()) >= before + count, timeout)
+    assert net.run_until(lambda: len(net.b.messages(1)) >= before + count, timeout)
     return sent
 
 
@@ -63,7 +70,7 @@ def test_the_search_settles_on_the_path_mtu_within_seconds(
     sizes: list[int] = []
     net.hook = tap(lambda i, d, now: sizes.append(len(d)) if i == 0 and data_chunks(d) else None)
     sent = _transfer(net, 10, 150_000)
-    assert net.b.messages() == sent
+    assert net.b.messages(1) == sent
     # Data packets now fill the path: within a SACK and a fragment's rounding of it.
     assert a.path_mtu - 48 <= max(sizes) + OVERHEAD <= a.path_mtu
 
@@ -72,7 +79,7 @@ def test_probes_are_padded_heartbeats_of_exactly_the_size_probed() -> None:
     probes: list[bytes] = []
     net = pair(fast_config(mtu=9000))
     net.hook = tap(lambda i, d, now: probes.append(d) if _is_probe(d) else None)
-    connected(net)
+    _sending(connected(net))
     assert net.run_until(lambda: _settled(net), 30)
     sizes = sorted({len(p) + OVERHEAD for p in probes})
     assert sizes == [BASE_PLPMTU + OVERHEAD, 9000]
@@ -90,7 +97,7 @@ def test_a_path_that_shrinks_mid_transfer_is_detected_and_nothing_is_lost() -> N
     sent = [rng.randbytes(20_000) for _ in range(100)]
     for payload in sent:
         a.send(payload, stream=1)
-    assert net.run_until(lambda: len(net.b.messages()) >= 10, 30)
+    assert net.run_until(lambda: len(net.b.messages(1)) >= 10, 30)
     net.path_mtu = 1500  # a black hole: big packets vanish, no ICMP
     cut_for_9000: set[int] = set()  # TSNs sent while the association used 9000
     fragmentable: set[int] = set()
@@ -103,17 +110,17 @@ def test_a_path_that_shrinks_mid_transfer_is_detected_and_nothing_is_lost() -> N
             fragmentable.update(tsns)
 
     net.hook = tap(watch)
-    assert net.run_until(lambda: len(net.b.messages()) == len(sent), 120)
+    assert net.run_until(lambda: len(net.b.messages(1)) == len(sent), 120)
     # Only DATA sent before the black hole was found needed IP fragmentation: what had
     # not left yet was cut again for the smaller size.
     assert fragmentable and fragmentable <= cut_for_9000
-    assert net.b.messages() == sent  # in order, once each
+    assert net.b.messages(1) == sent  # in order, once each
     assert net.too_big > 0
     assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 60)
     assert a.path_mtu == 1500
     assert a.established and net.b.assoc.established
     more = _transfer(net, 5, 30_000)
-    assert net.b.messages()[len(sent) :] == more
+    assert net.b.messages(1)[len(sent) :] == more
 
 
 def test_probes_never_count_towards_association_failure() -> None:
@@ -124,10 +131,10 @@ def test_probes_never_count_towards_association_failure() -> None:
     net.hook = tap(lambda i, d, now: probes.append(len(d)) if _is_probe(d) else None)
     for _ in range(3):
         net.run_for(PMTU_RAISE_TIMER)
-        net.a.assoc.send(b"still here", stream=0)
+        net.a.assoc.send(b"still here", stream=2)
     net.run_for(5)
     assert net.a.assoc.established and net.b.assoc.established
-    assert net.b.messages() == [b"still here"] * 3
+    assert net.b.messages(2) == [b"still here"] * 3
     assert sum(size > BASE_PLPMTU for size in probes) >= 3 * 2 * MAX_PROBES
     assert net.a.assoc.path_mtu == BASE_PLPMTU + OVERHEAD
 
@@ -143,7 +150,7 @@ def test_a_peer_that_skips_pad_chunks_unknown_still_answers_probes(
     net.hook = tap(
         lambda i, d, now: errors.extend(c for c in chunks_of(d) if isinstance(c, ErrorChunk))
     )
-    connected(net)
+    _sending(connected(net))
     assert net.run_until(lambda: _settled(net), 30)
     assert net.a.assoc.path_mtu == 9000
     assert errors == []
@@ -163,7 +170,7 @@ def test_refused_probe_moves_the_search_on_at_once() -> None:
         return [d]
 
     net.hook = interface
-    connected(net)
+    _sending(connected(net))
     assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 5)
     assert a.path_mtu == 9000
     assert len(refused) == 1  # each size refused once is enough
@@ -185,6 +192,7 @@ def test_the_local_mtu_caps_the_search() -> None:
     net = pair(fast_config(mtu=MAX_MTU))
     connected(net)
     net.a.assoc.set_local_mtu(9000)
+    _sending(net)
     assert net.run_until(lambda: _settled(net), 30)
     assert net.a.assoc.path_mtu == 9000
     assert net.b.assoc.path_mtu > 60_000
@@ -195,7 +203,9 @@ def test_a_grown_path_is_found_when_the_raise_timer_fires() -> None:
     assert net.run_until(lambda: _settled(net), 30)
     assert net.a.assoc.path_mtu == 1500
     net.path_mtu = 9000
-    net.run_for(PMTU_RAISE_TIMER + 30)
+    net.run_for(PMTU_RAISE_TIMER / 2)
+    net.a.assoc.send(b"data since the search: worth searching again", stream=0)
+    net.run_for(PMTU_RAISE_TIMER / 2 + 30)
     assert net.a.assoc.path_mtu == 9000
     assert net.a.assoc.pmtud_state is PMTUDState.SEARCH_COMPLETE
 
@@ -204,11 +214,24 @@ def test_without_discovery_the_configured_mtu_is_used_and_nothing_probed() -> No
     probes: list[bytes] = []
     net = pair(fast_config(mtu=9000, pmtud=False))
     net.hook = tap(lambda i, d, now: probes.append(d) if _is_probe(d) else None)
-    connected(net)
+    _sending(connected(net))
     net.run_for(10)
     assert net.a.assoc.path_mtu == 9000
     assert net.a.assoc.pmtud_state is PMTUDState.DISABLED
     assert probes == []
+
+
+def test_an_association_that_sends_no_data_sends_no_probes() -> None:
+    probes: list[bytes] = []
+    net = pair(fast_config(mtu=9000, heartbeat_interval=30.0))
+    net.hook = tap(lambda i, d, now: probes.append(d) if _is_probe(d) else None)
+    connected(net)
+    net.run_for(3 * PMTU_RAISE_TIMER)
+    assert probes == []
+    assert net.a.assoc.pmtud_state is PMTUDState.BASE
+    _sending(net)
+    assert net.run_until(lambda: _settled(net), 30)
+    assert net.a.assoc.path_mtu == 9000
 
 
 def test_a_path_below_the_base_size_ends_in_the_error_state_and_data_still_flows() -> None:
@@ -224,7 +247,9 @@ def test_state_machine_alone_walks_base_searching_complete() -> None:
     pm = PathMTU(9000 - 28, 28)
     assert pm.state is PMTUDState.DISABLED
     pm.start()
-    assert (pm.state, pm.probed_size, pm.probe_due) == (PMTUDState.BASE, BASE_PLPMTU, True)
+    assert (pm.state, pm.probed_size, pm.probe_due) == (PMTUDState.BASE, BASE_PLPMTU, False)
+    pm.on_data_sent()
+    assert pm.probe_due
     size, info = pm.take_probe(0.0, 0.5, b"12345678")
     assert pm.deadline == 1.0  # PROBE_TIMER is at least a second
     assert size == BASE_PLPMTU

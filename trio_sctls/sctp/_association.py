@@ -617,6 +617,7 @@ class Association(HandshakeMixin, PathMTUMixin):
             send.packet_done()
             if sent_any:
                 self._rearm_heartbeat(now)
+                self._pmtud.on_data_sent()
         if self._trailing:
             buf = _bundle(self._trailing, buf, header, limit, out)
         if len(buf) > len(header):

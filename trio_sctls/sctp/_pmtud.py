@@ -30,7 +30,12 @@ UDP payload: the IP and UDP headers below are the association's ``overhead``):
   health: it only lowers the ceiling.
 * ``SEARCH_COMPLETE``: no probes (SCTP acknowledges its data, so Section 6.2.1.3 forbids
   the CONFIRMATION_TIMER) until ``PMTU_RAISE_TIMER`` (600 s) starts a new search, in
-  case the path grew.
+  case the path grew, if DATA was sent meanwhile.
+
+Probes wait for the association's first DATA (Section 5.1.1 lets a sender hold them
+back while it sends no application data): a server's thousands of idle associations
+then cost no 64 KiB loopback probes, while one that sends starts the search with its
+first packet.
 * ``ERROR``: not even ``BASE_PLPMTU`` was confirmed; we keep sending at that size (here
   MIN_PLPMTU = BASE_PLPMTU, which Section 5.2 allows) and try the base probe again later.
 
@@ -108,7 +113,10 @@ class PathMTU:
     """
 
     __slots__ = (
+        "_data",
+        "_due",
         "_failed",
+        "_idle",
         "_nonce",
         "_timeouts",
         "_tried",
@@ -118,7 +126,6 @@ class PathMTU:
         "max_size",
         "overhead",
         "probe_count",
-        "probe_due",
         "probed_size",
         "size",
         "state",
@@ -135,14 +142,28 @@ class PathMTU:
         #: PROBED_SIZE and PROBE_COUNT (Section 5.1.3) of the probe in flight.
         self.probed_size = 0
         self.probe_count = 0
-        #: A probe should leave with the next packets.
-        self.probe_due = False
+        self._due = False  # a probe should leave with the next packets...
+        self._idle = True  # ...but not before the association's first DATA
+        self._data = False  # DATA sent since the search completed
         #: PROBE_TIMER, PMTU_RAISE_TIMER or the ERROR retry, whichever runs.
         self.deadline: float | None = None
         self._nonce: bytes | None = None  # of the probe in flight
         self._failed = self.max_size + 4  # the smallest size found too big
         self._tried = False  # MAX_PLPMTU was probed in this search
         self._timeouts = 0  # T3-rtx expiries in a row without progress
+
+    @property
+    def probe_due(self) -> bool:
+        """Whether a probe should leave with the next packets. Not before the first
+        DATA: an association that never sends any (thousands of idle ones on a server)
+        has no use for a large path MTU, so it sends no probes (Section 5.1.1 allows
+        inhibiting them while no application data is sent)."""
+        return self._due and not self._idle
+
+    def on_data_sent(self) -> None:
+        """DATA went out: probing may begin, and the raise timer will search again."""
+        self._idle = False
+        self._data = True
 
     @property
     def path_mtu(self) -> int:
@@ -160,7 +181,7 @@ class PathMTU:
         """The association is over: no more probes or timers."""
         self.state = PMTUDState.DISABLED
         self.enabled = False
-        self.probe_due = False
+        self._due = False
         self.deadline = None
         self._nonce = None
 
@@ -179,7 +200,7 @@ class PathMTU:
 
     def take_probe(self, now: float, rto: float, nonce: bytes) -> tuple[int, bytes]:
         """The probe to send now: ``(size, heartbeat info)``; starts the PROBE_TIMER."""
-        self.probe_due = False
+        self._due = False
         self._nonce = nonce
         self.deadline = now + max(MIN_PROBE_TIMER, rto)
         return self.probed_size, PROBE_INFO.pack(now, nonce, self.probed_size)
@@ -204,7 +225,10 @@ class PathMTU:
         self.deadline = None
         state = self.state
         if state is PMTUDState.SEARCH_COMPLETE:
-            # PMTU_RAISE_TIMER: look again for a larger size.
+            # PMTU_RAISE_TIMER: look again for a larger size, if anyone is sending.
+            if not self._data or self.size >= self.max_size:
+                self.deadline = now + PMTU_RAISE_TIMER
+                return
             self._failed = self.max_size + 4
             self._tried = False
             self.state = PMTUDState.SEARCHING
@@ -218,7 +242,7 @@ class PathMTU:
         self._nonce = None
         self.probe_count += 1
         if self.probe_count < MAX_PROBES:
-            self.probe_due = True  # the same size again: one loss proves nothing
+            self._due = True  # the same size again: one loss proves nothing
         else:
             self._probe_failed(now)
 
@@ -265,7 +289,7 @@ class PathMTU:
     def _probe(self, size: int) -> None:
         self.probed_size = size
         self.probe_count = 0
-        self.probe_due = True
+        self._due = True
         self._nonce = None
         self.deadline = None
 
@@ -289,6 +313,7 @@ class PathMTU:
         candidate = self._candidate()
         if candidate is None:
             self.state = PMTUDState.SEARCH_COMPLETE
+            self._data = False
             self.deadline = now + PMTU_RAISE_TIMER
             return
         self._probe(candidate)
