@@ -216,11 +216,15 @@ def test_the_kernel_answers_our_path_mtu_probes(
     config = SCTPConfig(mtu=65535, ip_header_size=20, rto_min=0.2, rto_initial=0.5)
     client = Association(config, local_port=40002, remote_port=server.getsockname()[1])
     client.connect(time.monotonic())
+    drive(client, sock, kernel, lambda e: client.established)
+    first = os.urandom(100 * 1024)
+    client.send(first)  # the search starts with the first DATA
+    conn = _kernel_reads(first, client, sock, kernel, accepted)
     drive(client, sock, kernel, lambda e: client.pmtud_state is PMTUDState.SEARCH_COMPLETE)
     assert client.path_mtu > 60_000
     big = os.urandom(200 * 1024)
     client.send(big)  # in 64 KiB packets now
-    conn = _kernel_reads(big, client, sock, kernel, accepted)
+    _kernel_reads(big, client, sock, kernel, accepted)
     client.shutdown(time.monotonic())
     events = drive(client, sock, kernel, lambda e: client.closed, 10)
     assert events[-1] == ShutdownComplete()
