@@ -264,3 +264,52 @@ def test_state_machine_alone_walks_base_searching_complete() -> None:
     pm.on_probe_ack(info, 10.1)
     assert (pm.state, pm.size, pm.path_mtu) == (PMTUDState.SEARCH_COMPLETE, 1472, 1500)
     assert pm.deadline == 10.1 + PMTU_RAISE_TIMER
+
+
+def _icmp_router(net: Net, mtu: int) -> None:
+    """A router before the path's bottleneck that answers our too-big datagrams with
+    ICMP Packet Too Big (quoting their start), as a well-behaved one does; only ``a``
+    is told (``b``'s direction has a router that says nothing)."""
+
+    def hook(i: int, d: bytes, now: float) -> list[bytes]:
+        if i == 0 and len(d) + OVERHEAD > mtu and not isinstance(d, Fragmentable):
+            assert net.a.assoc.packet_too_big(d[:64], mtu, now)
+        return [d]
+
+    net.path_mtu = mtu
+    net.hook = hook
+
+
+def test_packet_too_big_ends_a_probe_at_once_and_its_size_is_probed_next() -> None:
+    net = pair(fast_config(mtu=MAX_MTU))
+    _icmp_router(net, 1450)  # not a plateau: only the ICMP hint finds it exactly
+    _sending(connected(net))
+    assert net.run_until(lambda: net.a.assoc.pmtud_state is PMTUDState.SEARCH_COMPLETE, 30)
+    assert net.a.assoc.path_mtu == 1448  # 1450, in whole 4-byte words of SCTP packet
+    assert net.now < 1  # no probe had to time out
+    assert net.run_until(lambda: _settled(net), 30)
+    assert net.b.assoc.path_mtu == 1400  # without ICMP: the largest plateau that fits
+
+
+def test_packet_too_big_below_the_current_size_is_a_black_hole() -> None:
+    net = _net(9000)
+    a = net.a.assoc
+    assert net.run_until(lambda: _settled(net), 30)
+    _icmp_router(net, 1450)
+    sent = _transfer(net, 20, 20_000)
+    assert net.b.messages(1) == sent
+    assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 30)
+    assert a.path_mtu == 1448
+
+
+def test_packet_too_big_that_does_not_quote_the_peers_tag_is_ignored() -> None:
+    net = _net(None)
+    a = net.a.assoc
+    assert net.run_until(lambda: _settled(net), 30)
+    forged = packet_header(a.local_port, a.remote_port, a.verification_tag)  # ours, not theirs
+    assert not a.packet_too_big(forged, 1280, net.now)
+    assert not a.packet_too_big(forged[:6], 1280, net.now)
+    genuine = packet_header(a.local_port, a.remote_port, net.b.assoc.verification_tag)
+    assert a.packet_too_big(genuine, 1000, net.now)  # below the base: believed, unused
+    assert a.pmtud_state is PMTUDState.SEARCH_COMPLETE
+    assert a.path_mtu > 60_000

@@ -56,14 +56,34 @@ class PathMTUMixin(AssociationBase):
         Returns:
             whether the datagram was this association's (ports and peer's tag).
         """
-        if len(datagram) < _PORTS_TAG.size or self._state is State.CLOSED:
-            return False
-        source, destination, tag = _PORTS_TAG.unpack_from(datagram)
-        if (source, destination, tag) != (self.local_port, self.remote_port, self._peer_tag):
+        if not self._quotes_us(datagram):
             return False
         self._changed()
         self._pmtud.refused(len(datagram), now)
         return True
+
+    def packet_too_big(self, quoted: bytes | bytearray | memoryview, mtu: int, now: float) -> bool:
+        """An ICMP Fragmentation Needed or ICMPv6 Packet Too Big came back for a packet
+        we sent, reporting next-hop MTU ``mtu``; ``quoted`` is the start of that packet.
+        Believed only if it quotes our ports and the peer's verification tag (RFC 8899
+        Section 6.2.1.4, RFC 9260 Appendix C), and then only a hint for the search.
+
+        Returns:
+            whether the message was tied to this association.
+        """
+        if not self._quotes_us(quoted):
+            return False
+        self._changed()
+        self._pmtud.packet_too_big(mtu - self._pmtud.overhead, now)
+        return True
+
+    def _quotes_us(self, packet: bytes | bytearray | memoryview) -> bool:
+        """Whether ``packet`` starts with the common header of a packet of ours to the
+        peer (our ports, the peer's tag) while the association lives."""
+        if len(packet) < _PORTS_TAG.size or self._state is State.CLOSED:
+            return False
+        source, destination, tag = _PORTS_TAG.unpack_from(packet)
+        return (source, destination, tag) == (self.local_port, self.remote_port, self._peer_tag)
 
     def _probe_datagram(self, now: float) -> bytes:
         """The probe packet due now: a HEARTBEAT, then a PAD chunk filling the packet to

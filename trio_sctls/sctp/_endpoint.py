@@ -210,6 +210,21 @@ class Endpoint:
             return None
         return assoc
 
+    def packet_too_big(
+        self, quoted: bytes | bytearray | memoryview, addr: Address, mtu: int, now: float
+    ) -> Association | None:
+        """An ICMP Packet Too Big (next-hop MTU ``mtu``) for a packet we sent to
+        ``addr``, quoting its start: a hint for the path MTU discovery of the
+        association it names (:meth:`Association.packet_too_big`).
+
+        Returns:
+            That association, or ``None`` if the message was not tied to one.
+        """
+        assoc = self._sender_of(quoted, addr)
+        if assoc is None or not assoc.packet_too_big(quoted, mtu, now):
+            return None
+        return assoc
+
     def _sender_of(
         self, packet: bytes | bytearray | memoryview, addr: Address
     ) -> Association | None:

@@ -116,6 +116,7 @@ class PathMTU:
         "_data",
         "_due",
         "_failed",
+        "_hint",
         "_idle",
         "_nonce",
         "_timeouts",
@@ -149,6 +150,7 @@ class PathMTU:
         self.deadline: float | None = None
         self._nonce: bytes | None = None  # of the probe in flight
         self._failed = self.max_size + 4  # the smallest size found too big
+        self._hint = 0  # a size an ICMP Packet Too Big suggested, to probe first
         self._tried = False  # MAX_PLPMTU was probed in this search
         self._timeouts = 0  # T3-rtx expiries in a row without progress
 
@@ -269,6 +271,25 @@ class PathMTU:
         elif length <= self.size and self.size > self.base:
             self.black_hole()
 
+    def packet_too_big(self, size: int, now: float) -> None:
+        """A validated ICMP Packet Too Big says the path carries at most ``size`` bytes
+        of SCTP packet (PL_PTB_SIZE, Section 4.6.2). Only a hint: it ends a probe of a
+        larger size at once and becomes the next size probed; below the current size
+        it is a black hole. Sizes it cannot lower anything with are ignored, and so is
+        one below the base (ICMP is easy to forge; probes still decide)."""
+        size &= ~3
+        if self.state is PMTUDState.DISABLED or size < self.base:
+            return
+        if self._nonce is not None and self.size <= size < self.probed_size:
+            self._failed = min(self._failed, self.probed_size)
+            self._hint = size
+            self._nonce = None
+            self.deadline = None
+            self._search_next(now)
+        elif size < self.size:
+            self._hint = size
+            self.black_hole()
+
     def black_hole(self) -> None:
         """Packets of the current size no longer get through (Section 4.3): back to
         BASE_PLPMTU, and search again from there."""
@@ -319,6 +340,9 @@ class PathMTU:
         self._probe(candidate)
 
     def _candidate(self) -> int | None:
+        hint, self._hint = self._hint, 0
+        if self.size < hint < self._failed:
+            return hint
         if not self._tried:
             self._tried = True
             if self.size < self.max_size < self._failed:

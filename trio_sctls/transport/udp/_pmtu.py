@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Hashable
 from typing import Final
+
+from ...sctp import Endpoint
 
 _SOL_IP: Final = 0
 _SOL_IPV6: Final = 41
@@ -92,3 +95,21 @@ def interface_mtu(family: int, address: object) -> int | None:
     except OSError:
         return None
     return int(mtu) if mtu > 0 else None
+
+
+def tell_core(
+    endpoints: dict[int, Endpoint], packet: bytes, address: Hashable, mtu: int | None, now: float
+) -> Endpoint | None:
+    """Hand the core news about ``packet``, one we sent to ``address``: an ICMP Packet
+    Too Big quoting it (next-hop ``mtu``), or, with ``mtu`` None, our own ``EMSGSIZE``
+    for it. Returns the endpoint whose association took it (``None``: not ours)."""
+    if len(packet) < 4 or not address:
+        return None
+    endpoint = endpoints.get(int.from_bytes(packet[0:2], "big"))
+    if endpoint is None:
+        return None
+    if mtu is None:
+        taken = endpoint.datagram_refused(packet, address, now)
+    else:
+        taken = endpoint.packet_too_big(packet, address, mtu, now)
+    return endpoint if taken is not None else None

@@ -116,9 +116,10 @@ from ._icmp import (
     MSG_ERRQUEUE,
     QUOTED_SIZE,
     enable_icmp_errors,
+    packet_too_big,
     port_unreachable,
 )
-from ._pmtu import enable_probing, send_fragmentable
+from ._pmtu import enable_probing, send_fragmentable, tell_core
 
 if TYPE_CHECKING:
     from ._listener import UDPListener
@@ -500,6 +501,11 @@ class _UDPSocket:
         ``address`` ends the association it can be tied to, by the quoted packet's
         ports and verification tag (``Endpoint.peer_unreachable``), as the peer's
         ABORT would. Anything else is counted and ignored."""
+        mtu = packet_too_big(ancillary)
+        if mtu is not None:  # a hint for path MTU discovery, not the end of anything
+            if not self._too_big(quoted, address, mtu):
+                self.icmp_ignored += 1
+            return
         endpoint = None
         if port_unreachable(ancillary) and len(quoted) >= 4 and address:
             endpoint = self.endpoints.get(_PORTS.unpack_from(quoted)[0])
@@ -582,19 +588,21 @@ class _UDPSocket:
                 return
             self.dropped_sends += 1
             if exc.errno == errno.EMSGSIZE:
-                self._refused_as_too_big(data, address)
+                self._too_big(data, address, None)
             # The socket's pending ICMP error may surface here instead of in recvfrom
             # (its details stay in the error queue); SCTP retransmits either way.
             level = logging.DEBUG if exc.errno in ICMP_ERRNOS else logging.WARNING
             log.log(level, "udp transport: sendto %r failed: %r", address, exc)
 
-    def _refused_as_too_big(self, data: bytes, address: SocketAddress) -> None:
-        """``EMSGSIZE``: above the interface's MTU, a probe or a black hole for the
-        association that sent it (``Endpoint.datagram_refused``)."""
-        endpoint = self.endpoints.get(_PORTS.unpack_from(data)[0]) if len(data) >= 4 else None
-        if endpoint is not None and endpoint.datagram_refused(data, address, trio.current_time()):
+    def _too_big(self, packet: bytes, address: SocketAddress, mtu: int | None) -> bool:
+        """News for the path MTU discovery of the association that sent ``packet``: an
+        ICMP Packet Too Big quoting it (next-hop ``mtu``), or, with ``mtu`` None, our
+        own ``EMSGSIZE`` for it. Returns whether an association took it."""
+        endpoint = tell_core(self.endpoints, packet, address, mtu, trio.current_time())
+        if endpoint is not None:
             self._busy[endpoint] = None
             self.request_flush()
+        return endpoint is not None
 
     def vanish(self) -> None:
         """Close the socket now and send nothing more, as a killed process would
