@@ -4,6 +4,7 @@ holes, and what probes must never do."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -313,3 +314,19 @@ def test_packet_too_big_that_does_not_quote_the_peers_tag_is_ignored() -> None:
     assert a.packet_too_big(genuine, 1000, net.now)  # below the base: believed, unused
     assert a.pmtud_state is PMTUDState.SEARCH_COMPLETE
     assert a.path_mtu > 60_000
+
+
+def test_a_closed_receive_window_is_not_taken_for_a_black_hole() -> None:
+    # Zero window probes time out again and again while the peer does not read: that
+    # is flow control, not a path that lost its large packets.
+    reader = fast_config(mtu=9000, receive_buffer=20_000, max_message_size=20_000)
+    net = pair(fast_config(mtu=9000), replace(reader, auto_consume=False))
+    a = net.a.assoc
+    connected(net)
+    a.send(b"start the search", stream=0)
+    assert net.run_until(lambda: a.pmtud_state is PMTUDState.SEARCH_COMPLETE, 30)
+    for _ in range(10):
+        a.send(bytes(8000), stream=1)
+    net.run_for(120)
+    assert a.peer_rwnd == 0 and a.queued_bytes > 0  # the window stayed shut
+    assert (a.pmtud_state, a.path_mtu) == (PMTUDState.SEARCH_COMPLETE, 9000)

@@ -535,7 +535,8 @@ class Association(HandshakeMixin, PathMTUMixin):
             counts = not (send.probing and self._sack_since_t3)  # Section 6.1, rule A
             self._sack_since_t3 = False
             send.on_t3_expired(now)
-            self._pmtud.on_t3_expired()
+            if counts:  # a closed window is no black hole
+                self._pmtud.on_t3_expired()
             if counts and self._count_error("T3-rtx"):
                 return
         if self._t2 is not None and now >= self._t2:
