@@ -79,7 +79,8 @@ How it is built, and the hazards
   PAD chunks; ``path_mtu`` and ``pmtud_state`` say where it is. A datagram marked
   :class:`Fragmentable` must go out with IP fragmentation allowed (DATA cut for a
   path MTU that has since shrunk); the driver reports ``EMSGSIZE`` through
-  ``Endpoint.datagram_refused`` and may cap the search with ``set_local_mtu``.
+  ``Endpoint.datagram_refused`` and ICMP Packet Too Big through
+  ``Endpoint.packet_too_big``, and may cap the search with ``set_local_mtu``.
 * One path only: SCTP multi-homing is meaningless over one UDP socket pair; the peer's
   address parameters are ignored and heartbeats keep that one path alive.
 
