@@ -374,6 +374,8 @@ class _UDPSocket:
                     raise
                 # vanish(): nothing more to read, and the owners leave in their time.
                 await trio.sleep_forever()
+            if self._closed:  # vanish() ran after our wake-up was scheduled: as above
+                await trio.sleep_forever()
             now = trio.current_time()
             self._pumping = True
             try:
