@@ -30,7 +30,7 @@ from trio_sctls import (
 )
 from trio_sctls._api import open_listener, open_transport, resolve_transport
 from trio_sctls.impaired import DROP, Direction, Faults, ImpairedLink, impaired_link
-from trio_sctls.sctp import Packet, ParseError, SCTPConfig
+from trio_sctls.sctp import Packet, ParseError, PMTUDState, SCTPConfig
 from trio_sctls.sctp._causes import UnrecognizedChunkType
 from trio_sctls.sctp._chunks import (
     AbortChunk,
@@ -565,6 +565,14 @@ async def test_a_packet_with_a_wrong_verification_tag_is_dropped(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with linked_pair() as (client, server, listener, link):
+        # Path MTU probes are traffic too: let the searches (which wait for data) end.
+        await client.send_message(b"first", stream=0)
+        assert await server.receive() == Message(b"first", 0)
+        await server.send_message(b"second", stream=0)
+        assert await client.receive() == Message(b"second", 0)
+        await trio.sleep(5)
+        settled = PMTUDState.SEARCH_COMPLETE
+        assert client.association.pmtud_state is server.association.pmtud_state is settled
         before = link.stats("to_client").received
         tag = server.association.verification_tag ^ 0x5A5A
         forged = DataChunk(12345, 0, 0, 0, b"forged")

@@ -3,6 +3,9 @@
 Nothing sleeps: the clock jumps straight to the next datagram delivery or the next
 timer deadline. Faults (loss, duplication, reordering, delay) come from a seeded
 ``random.Random``, and ``hook`` lets a test drop or rewrite individual datagrams.
+``path_mtu`` makes the link a path of that MTU: larger datagrams vanish (a black hole,
+no ICMP), except those the core marks :class:`Fragmentable`, which IP would fragment
+and reassemble.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from trio_sctls.sctp import (
     Association,
     Endpoint,
     Event,
+    Fragmentable,
     MessageReceived,
     SCTPConfig,
 )
@@ -96,6 +100,12 @@ class Net:
     duplicate: float = 0.0
     reorder: float = 0.0
     hook: Hook | None = None
+    #: The path MTU (IP level), or None for no limit; ``ip_overhead`` is what IP and UDP
+    #: add to a datagram (48 for IPv6, the core's default ``ip_header_size`` of 40 + 8).
+    path_mtu: int | None = None
+    ip_overhead: int = 48
+    #: Datagrams the path MTU swallowed.
+    too_big: int = 0
     now: float = 0.0
     sent: list[int] = field(default_factory=lambda: [0, 0])
     _queue: list[tuple[float, int, int, bytes]] = field(default_factory=list)
@@ -118,6 +128,14 @@ class Net:
             node.drain_events()
 
     def _transmit(self, dst: int, data: bytes) -> None:
+        mtu = self.path_mtu
+        if (
+            mtu is not None
+            and len(data) + self.ip_overhead > mtu
+            and not isinstance(data, Fragmentable)
+        ):
+            self.too_big += 1
+            return
         rng = self.rng
         if self.loss and rng.random() < self.loss:
             return

@@ -25,6 +25,7 @@ from trio_sctls.sctp import (
     Endpoint,
     Event,
     MessageReceived,
+    PMTUDState,
     SCTPConfig,
     ShutdownComplete,
     ShutdownReceived,
@@ -109,6 +110,27 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return buf
 
 
+def _kernel_reads(
+    big: bytes,
+    client: Association,
+    out: TrainSender,
+    kernel: tuple[str, int],
+    accepted: dict[str, socket.socket],
+) -> socket.socket:
+    """Drive ``client`` until the kernel server has accepted and read ``big`` (sent
+    already); return the kernel's connection."""
+    drive(client, out, kernel, lambda e: "conn" in accepted, 10)
+    conn = accepted["conn"]
+    assert isinstance(conn, socket.socket)
+    conn.settimeout(20)
+    got: dict[str, bytes] = {}
+    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
+    reader.start()
+    drive(client, out, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
+    assert got["big"] == big
+    return conn
+
+
 def _received(events: list[Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, MessageReceived))
 
@@ -121,7 +143,7 @@ def test_our_client_against_a_kernel_server(udp: tuple[TrainSender, tuple[str, i
     server.setsockopt(IPPROTO_SCTP, SCTP_ENABLE_STREAM_RESET, struct.pack("II", 0, 3))
     server.listen(1)
     server.settimeout(20)
-    accepted: dict[str, object] = {}
+    accepted: dict[str, socket.socket] = {}
     threading.Thread(target=lambda: accepted.update(conn=server.accept()[0]), daemon=True).start()
 
     client = Association(CONFIG, local_port=40000, remote_port=sctp_port)
@@ -132,18 +154,10 @@ def test_our_client_against_a_kernel_server(udp: tuple[TrainSender, tuple[str, i
 
     big = os.urandom(100 * 1024)
     client.send(big)  # fragmented to 1200-byte packets, reassembled by the kernel
-    drive(client, out, kernel, lambda e: "conn" in accepted, 10)
-    conn = accepted["conn"]
-    assert isinstance(conn, socket.socket)
-    conn.settimeout(20)
-    got: dict[str, bytes] = {}
-    reader = threading.Thread(target=lambda: got.update(big=_recv_exact(conn, len(big))))
-    reader.start()
-    drive(client, out, kernel, lambda e: client.queued_bytes == 0 and not reader.is_alive())
-    assert got["big"] == big
+    conn = _kernel_reads(big, client, out, kernel, accepted)
     # No trains to a kernel on this host: delivered locally, a train reaches Linux's
     # SCTP-over-UDP socket whole, which crashed Debian's 6.1 kernel (see udp/_batch.py).
-    assert out.gso and out.send_calls == out.datagrams_sent
+    assert out.send_calls == out.datagrams_sent
 
     answer = os.urandom(150_000)
     conn.sendall(answer)  # one 150 kB message from the kernel
@@ -194,3 +208,34 @@ def test_a_kernel_client_against_our_endpoint(udp: tuple[TrainSender, tuple[str,
     assert events[-2:] == [ShutdownReceived(), ShutdownComplete()]
     thread.join(5)
     kernel_client.close()
+
+
+def test_the_kernel_answers_our_path_mtu_probes(
+    udp: tuple[TrainSender, tuple[str, int]],
+) -> None:
+    # Padded HEARTBEATs (RFC 8899 with RFC 4820 PAD chunks) to a kernel peer: it must
+    # answer each, so our search climbs from 1200 bytes to the loopback's ceiling.
+    sock, kernel = udp
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(20)
+    accepted: dict[str, socket.socket] = {}
+    threading.Thread(target=lambda: accepted.update(conn=server.accept()[0]), daemon=True).start()
+    config = SCTPConfig(mtu=65535, ip_header_size=20, rto_min=0.2, rto_initial=0.5)
+    client = Association(config, local_port=40002, remote_port=server.getsockname()[1])
+    client.connect(time.monotonic())
+    drive(client, sock, kernel, lambda e: client.established)
+    first = os.urandom(100 * 1024)
+    client.send(first)  # the search starts with the first DATA
+    conn = _kernel_reads(first, client, sock, kernel, accepted)
+    drive(client, sock, kernel, lambda e: client.pmtud_state is PMTUDState.SEARCH_COMPLETE)
+    assert client.path_mtu > 60_000
+    big = os.urandom(200 * 1024)
+    client.send(big)  # in 64 KiB packets now
+    _kernel_reads(big, client, sock, kernel, accepted)
+    client.shutdown(time.monotonic())
+    events = drive(client, sock, kernel, lambda e: client.closed, 10)
+    assert events[-1] == ShutdownComplete()
+    conn.close()
+    server.close()

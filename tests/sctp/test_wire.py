@@ -45,6 +45,7 @@ from trio_sctls.sctp._chunks import (
     HeartbeatChunk,
     InitAckChunk,
     InitChunk,
+    PadChunk,
     ReconfigChunk,
     SackChunk,
     ShutdownAckChunk,
@@ -141,6 +142,8 @@ CHUNKS: list[Chunk] = [
     ShutdownCompleteChunk(),
     ShutdownCompleteChunk(reflected=True),
     ReconfigChunk((OutgoingSSNResetRequest(1, 2, 3, (4,)), ReconfigResponse(5, 6))),
+    PadChunk(1000),
+    PadChunk(3),
     ForwardTsnChunk(5, ((1, 2), (3, 4))),
     UnknownChunk(0xC7, 0x5A, b"abc"),
     AuthChunk(1, 3, bytes(range(32))),
@@ -177,8 +180,10 @@ def test_every_chunk_round_trips(chunk: Chunk) -> None:
 
 
 def test_registries_cover_every_rfc_9260_type() -> None:
-    # With SCTP-AUTH (RFC 4895): chunk 0x0F, cause 0x0105, parameters 0x8002..0x8004.
-    assert set(CHUNK_TYPES) == {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 0x0F, 0x82, 0xC0}
+    # With SCTP-AUTH (RFC 4895): chunk 0x0F, cause 0x0105, parameters 0x8002..0x8004;
+    # PAD (RFC 4820): chunk 0x84.
+    chunks = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 0x0F, 0x82, 0x84, 0xC0}
+    assert set(CHUNK_TYPES) == chunks
     assert set(CAUSE_TYPES) == {*range(1, 14), 0x0105}
     params = {1, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 0x8002, 0x8003, 0x8004}
     assert params | {0x8008, 0xC000} == set(PARAM_TYPES)

@@ -74,6 +74,13 @@ How it is built, and the hazards
   the rest of the code compares them with ``<`` and 32-bit wrap-around is tested once.
 * The state machine is the table in ``_state``; every transition goes through
   ``Association._set_state``.
+* Path MTU: discovered per association (RFC 8899 PLPMTUD, ``_pmtud``): it starts at
+  :data:`BASE_PLPMTU` and probes up to ``SCTPConfig.mtu`` with HEARTBEATs padded by
+  PAD chunks; ``path_mtu`` and ``pmtud_state`` say where it is. A datagram marked
+  :class:`Fragmentable` must go out with IP fragmentation allowed (DATA cut for a
+  path MTU that has since shrunk); the driver reports ``EMSGSIZE`` through
+  ``Endpoint.datagram_refused`` and ICMP Packet Too Big through
+  ``Endpoint.packet_too_big``, and may cap the search with ``set_local_mtu``.
 * One path only: SCTP multi-homing is meaningless over one UDP socket pair; the peer's
   address parameters are ignored and heartbeats keep that one path alive.
 * SCTP-AUTH (RFC 4895) with ``SCTPConfig(auth=True)``, required of the peer: RANDOM,
@@ -127,6 +134,9 @@ from ._handshake import abort_init as abort_init
 from ._handshake import ootb_response as ootb_response
 from ._packet import Packet as Packet
 from ._params import PARAM_TYPES as PARAM_TYPES
+from ._pmtud import BASE_PLPMTU as BASE_PLPMTU
+from ._pmtud import Fragmentable as Fragmentable
+from ._pmtud import PMTUDState as PMTUDState
 from ._schedule import Deadlines as Deadlines
 from ._state import State as State
 

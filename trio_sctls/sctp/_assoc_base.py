@@ -16,12 +16,13 @@ from typing import Self, overload
 
 from ._causes import ErrorCause
 from ._chunks import AbortChunk
-from ._config import SCTPConfig
+from ._config import UDP_HEADER_SIZE, SCTPConfig
 from ._events import AssociationAborted, AssociationLost, AssociationUp, Event
 from ._handshake import ootb_response
 from ._inbound import ReceiveSide
 from ._outbound import SendSide
 from ._packet import Packet, finish_packet, packet_header
+from ._pmtud import PathMTU
 from ._reconfig import Reconfig
 from ._state import TRANSMITTING, State, allowed
 
@@ -115,6 +116,11 @@ class AssociationBase:
         self._hb_deadline: float | None = None
         self._hb_nonce: bytes | None = None
         self._sack_since_t3 = False
+        # Path MTU discovery (RFC 8899): the packet size to use, and the probes.
+        config = self.config
+        self._pmtud = PathMTU(
+            config.max_packet_size, config.ip_header_size + UDP_HEADER_SIZE, config.pmtud
+        )
         # Per-packet facts gathered while its chunks are processed.
         self._packet_has_data = False
         self._immediate = False
@@ -186,6 +192,7 @@ class AssociationBase:
             or self._trailing
             or self._cookie_ack
             or self._sack_now
+            or self._pmtud.probe_due
             or (send is not None and self._state in TRANSMITTING and send.can_send())
         )
 
@@ -212,6 +219,7 @@ class AssociationBase:
 
     def _build_tcb(self, peer_tsn: int, peer_rwnd: int, outbound: int, inbound: int) -> None:
         self._send = SendSide(self.config, self._local_tsn, outbound, peer_rwnd)
+        self._send.set_packet_size(self._pmtud.size - self.config.auth_overhead)
         self._recv = ReceiveSide(self.config, peer_tsn, inbound, self._events)
         self._reconf = Reconfig(self._local_tsn, peer_tsn, self._events)
 
@@ -220,6 +228,7 @@ class AssociationBase:
         self._errors = 0
         self._set_state(State.ESTABLISHED)
         self._rearm_heartbeat(now)
+        self._pmtud.start()
 
     def _rearm_heartbeat(self, now: float) -> None:
         interval = self.config.heartbeat_interval
@@ -269,6 +278,7 @@ class AssociationBase:
             )
         elif new is State.CLOSED:
             self._t1 = self._t2 = self._t5 = self._sack_deadline = self._hb_deadline = None
+            self._pmtud.stop()
             if self._send is not None:
                 self._send.fail_all()
             if self._reconf is not None:

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from ._assoc_handshake import HandshakeMixin
+from ._assoc_pmtud import PathMTUMixin
 from ._causes import (
     ErrorCause,
     InvalidStreamIdentifier,
@@ -89,7 +90,7 @@ def _bundle(
     return buf
 
 
-class Association(HandshakeMixin):
+class Association(HandshakeMixin, PathMTUMixin):
     """One SCTP association, sans-IO.
 
     Args:
@@ -148,8 +149,8 @@ class Association(HandshakeMixin):
         # (Both conditions below need the window to have grown: test that first, it is
         # the cheap one, and this runs for every message.)
         if new > last and self._state in RECEIVING:
-            config = self.config
-            if (last < config.max_packet_size <= new) or new - last >= config.receive_buffer // 4:
+            pmtu = self._pmtud.size
+            if (last < pmtu <= new) or new - last >= self.config.receive_buffer // 4:
                 self._sack_now = True  # a window update (Section 6.2, SWS avoidance)
 
     def shutdown(self, now: float) -> None:
@@ -263,7 +264,7 @@ class Association(HandshakeMixin):
             # (each report is 8 bytes bigger than its chunk), nor a chunk too large to
             # wrap.
             raw = bytes(chunk)
-            if _REPORT_OVERHEAD + len(raw) <= self.config.max_packet_size:
+            if _REPORT_OVERHEAD + len(raw) <= self._pmtud.size:
                 self._reported_unknown = True
                 self._control.append(bytes(ErrorChunk((UnrecognizedChunkType(raw),))))
         return keep_going
@@ -323,6 +324,7 @@ class Association(HandshakeMixin):
         self._sack_since_t3 = True
         if result.new_data_acked:
             self._errors = 0  # Section 8.3: an acknowledgement clears the error count
+            self._pmtud.on_progress()
         self._progress_shutdown(now)
 
     # -- heartbeats (Section 8.3) --------------------------------------------------------
@@ -346,6 +348,8 @@ class Association(HandshakeMixin):
                 self._errors = 0
                 if self._send is not None:
                     self._send.on_rtt(now - sent_at)
+        else:
+            self._pmtud.on_probe_ack(chunk.info, now)  # a path MTU probe's, maybe
         return True
 
     # -- shutdown and abort (Section 9) -------------------------------------------------
@@ -508,6 +512,7 @@ class Association(HandshakeMixin):
             self._hb_deadline,
             send.t3_deadline if send is not None else None,
             self._reconf.deadline if self._reconf is not None else None,
+            self._pmtud.deadline,
         )
         live = [t for t in candidates if t is not None]
         return min(live) if live else None
@@ -533,6 +538,8 @@ class Association(HandshakeMixin):
             counts = not (send.probing and self._sack_since_t3)  # Section 6.1, rule A
             self._sack_since_t3 = False
             send.on_t3_expired(now)
+            if counts:  # a closed window is no black hole
+                self._pmtud.on_t3_expired()
             if counts and self._count_error("T3-rtx"):
                 return
         if self._t2 is not None and now >= self._t2:
@@ -559,6 +566,9 @@ class Association(HandshakeMixin):
                     if send is not None:
                         send.rto.back_off()
                 self._send_heartbeat(now)
+        pmtud = self._pmtud
+        if pmtud.deadline is not None and now >= pmtud.deadline:
+            pmtud.on_timer(now)
 
     def _send_heartbeat(self, now: float) -> None:
         self._hb_nonce = self._rng.getrandbits(64).to_bytes(8, "big")
@@ -577,7 +587,9 @@ class Association(HandshakeMixin):
             return self._auth_sign(out)
         send, recv = self._send, self._recv
         assert send is not None and recv is not None
-        limit = self.config.max_packet_size - self.config.auth_overhead  # room for AUTH
+        limit = self._pmtud.size - self.config.auth_overhead  # room for AUTH
+        if send.packet_size != limit:
+            send.set_packet_size(limit)
         header = packet_header(self.local_port, self.remote_port, self._peer_tag)
         buf = bytearray(header)
         if self._cookie_ack:
@@ -610,11 +622,12 @@ class Association(HandshakeMixin):
             send.packet_done()
             if sent_any:
                 self._rearm_heartbeat(now)
+                self._pmtud.on_data_sent()
         if self._trailing:
             buf = _bundle(self._trailing, buf, header, limit, out)
         if len(buf) > len(header):
             out.append(finish_packet(buf))
-        return self._auth_sign(out)
+        return self._sized_datagrams(self._auth_sign(out), now)
 
     # == the state machine ======================================================================
 

@@ -374,6 +374,24 @@ class ReconfigChunk(KnownChunk):
     params: tuple[Param, ...] = ()
 
 
+@_chunk(0x84)
+class PadChunk(KnownChunk):
+    """PAD (RFC 4820): padding that fills a path MTU probe to its size (RFC 8899,
+    Section 6.2). The receiver discards it; its type's high bits (10) make a peer that
+    does not know it skip it too. Parsed without copying the padding."""
+
+    length: int  # bytes of padding (the value's length)
+
+    @classmethod
+    def parse_value(cls, flags: int, value: memoryview) -> Self:
+        """Only the padding's length is kept."""
+        return cls(len(value))
+
+    def value(self) -> bytes:
+        """``length`` zero bytes."""
+        return bytes(self.length)
+
+
 @_chunk(0xC0)
 class ForwardTsnChunk(KnownChunk):
     """FORWARD TSN (RFC 3758, Section 3.2): parsed, never sent, and not acted upon.

@@ -34,8 +34,13 @@ class SCTPConfig:
             larger ones. RFC 3436 needs at least 2**14 + 2048 + 5 = 18437.
         receive_buffer: bytes we can hold for the application (received, not yet
             consumed): the a_rwnd we advertise when empty (Section 6.2).
-        mtu: path MTU in bytes, IP header included (1200 is safe on the internet; a
-            loopback driver may say 65000).
+        mtu: the largest path MTU in bytes, IP header included: with ``pmtud`` the
+            upper bound of the search (MAX_PLPMTU, e.g. the interface's MTU), without it
+            the path MTU used from the start (1200 is safe on the internet).
+        pmtud: discover the path MTU (RFC 8899 PLPMTUD, ``_pmtud``): start at 1200
+            bytes of SCTP packet and probe upward to ``mtu`` with padded HEARTBEATs,
+            falling back when the path shrinks. Nothing to search when ``mtu`` is not
+            above that base.
         ip_header_size: subtracted from ``mtu`` (40 = IPv6, the worst case; 20 for IPv4).
         rto_initial, rto_min, rto_max: RTO.Initial, RTO.Min, RTO.Max (Section 16:
             1 s, 1 s, 60 s). Tests may lower ``rto_min``.
@@ -68,6 +73,7 @@ class SCTPConfig:
     max_message_size: int = 256 * 1024
     receive_buffer: int = 1024 * 1024
     mtu: int = 1200
+    pmtud: bool = True
     ip_header_size: int = 40
     rto_initial: float = 1.0
     rto_min: float = 1.0
@@ -116,9 +122,15 @@ class SCTPConfig:
     @property
     def max_fragment_size(self) -> int:
         """User data bytes per DATA chunk: a full packet, less room for a SACK."""
-        return (self.max_packet_size - self.auth_overhead - DATA_OVERHEAD - SACK_ROOM) & ~3
+        return fragment_size(self.max_packet_size - self.auth_overhead)
 
     @property
     def auth_overhead(self) -> int:
         """Bytes every packet keeps free for an AUTH chunk (0 without SCTP-AUTH)."""
         return MAX_AUTH_CHUNK_SIZE if self.auth else 0
+
+
+def fragment_size(packet_size: int) -> int:
+    """User data bytes per DATA chunk in packets of ``packet_size`` bytes, less room
+    for a SACK."""
+    return (packet_size - DATA_OVERHEAD - SACK_ROOM) & ~3

@@ -190,15 +190,54 @@ class Endpoint:
         Returns:
             The association that ended, or ``None`` if the message was ignored.
         """
-        if len(quoted) < 4:
-            return None
-        source = int.from_bytes(quoted[0:2], "big")
-        destination = int.from_bytes(quoted[2:4], "big")
-        assoc = self._by_addr.get((addr, destination))
-        if source != self.local_port or assoc is None or not assoc.peer_unreachable(quoted):
+        assoc = self._sender_of(quoted, addr)
+        if assoc is None or not assoc.peer_unreachable(quoted):
             return None
         self._ready[assoc] = None
         return assoc
+
+    def datagram_refused(
+        self, datagram: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> Association | None:
+        """The local stack refused to send ``datagram`` to ``addr`` as too big
+        (``EMSGSIZE``): news for path MTU discovery of the association that sent it
+        (:meth:`Association.datagram_refused`), which it then retransmits as usual.
+
+        Returns:
+            That association, or ``None`` if the datagram names none of ours.
+        """
+        assoc = self._sender_of(datagram, addr)
+        if assoc is None or not assoc.datagram_refused(datagram, now):
+            return None
+        return assoc
+
+    def packet_too_big(
+        self, quoted: bytes | bytearray | memoryview, addr: Address, mtu: int, now: float
+    ) -> Association | None:
+        """An ICMP Packet Too Big (next-hop MTU ``mtu``) for a packet we sent to
+        ``addr``, quoting its start: a hint for the path MTU discovery of the
+        association it names (:meth:`Association.packet_too_big`).
+
+        Returns:
+            That association, or ``None`` if the message was not tied to one.
+        """
+        assoc = self._sender_of(quoted, addr)
+        if assoc is None or not assoc.packet_too_big(quoted, mtu, now):
+            return None
+        return assoc
+
+    def _sender_of(
+        self, packet: bytes | bytearray | memoryview, addr: Address
+    ) -> Association | None:
+        """Our association to ``addr`` whose ports the start of ``packet`` (one we
+        sent) names."""
+        if len(packet) < 4:
+            return None
+        source = int.from_bytes(packet[0:2], "big")
+        destination = int.from_bytes(packet[2:4], "big")
+        if source != self.local_port:
+            return None
+        return self._by_addr.get((addr, destination))
 
     def _rebound(self, packet: Packet, addr: Address) -> Association | None:
         """RFC 6951, Section 5.4: the same peer host, a new UDP port."""

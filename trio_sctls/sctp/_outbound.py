@@ -29,7 +29,7 @@ from ._chunks import (
     SackChunk,
     data_chunk_bytes,
 )
-from ._config import SCTPConfig
+from ._config import SCTPConfig, fragment_size
 from ._errors import ProtocolViolation
 from ._tlv import PADDING
 
@@ -185,6 +185,57 @@ class SendSide:
         self._rtt_tsn: int | None = None
         self.t3_deadline: float | None = None
         self.probing = False  # zero window probing (Section 6.1, rule A)
+
+    @property
+    def packet_size(self) -> int:
+        """The largest packet: what new messages are cut for, cwnd's unit (Section 7.2)."""
+        return self._pmtu
+
+    def set_packet_size(self, size: int) -> None:
+        """Path MTU discovery (``_pmtud``) moved the packet size to ``size``: cut new
+        messages for it, and move cwnd towards the initial window of the new size
+        (Section 7.2.1 counts that window in MTUs, unknown when it was first set): up
+        to it when the size grows, down to it when it shrinks."""
+        window = min(4 * size, max(2 * size, 4380))
+        if size > self._pmtu:
+            self.cwnd = max(self.cwnd, window)
+        else:
+            self.cwnd = min(self.cwnd, window)
+        self._pmtu = size
+        self._frag = fragment_size(size)
+        if any(ch.size > self._frag for ch in self._pending):
+            self._recut_pending()
+
+    def _recut_pending(self) -> None:
+        """Cut never-sent DATA again for the smaller packet size, renumbering its TSNs
+        (the peer has seen none of them), so that only what was already sent needs IP
+        fragmentation (Section 6.9). Not while a stream reset holds messages back: its
+        request named the last TSN assigned."""
+        frag = self._frag
+        if self._held:
+            return
+        pending = self._pending
+        tsn = pending[0].tsn if pending else self.next_tsn
+        recut: deque[OutChunk] = deque()
+        for ch in pending:
+            n = ch.size
+            if n <= frag:
+                ch.tsn = tsn
+                tsn += 1
+                recut.append(ch)
+                continue
+            middle = ch.flags & ~(FLAG_BEGIN | FLAG_END)
+            for offset in range(0, n, frag):
+                flags = middle
+                if offset == 0:
+                    flags |= ch.flags & FLAG_BEGIN
+                if offset + frag >= n:
+                    flags |= ch.flags & FLAG_END
+                piece = ch.data[offset : offset + frag]
+                recut.append(OutChunk(tsn, ch.stream, ch.ssn, ch.ppid, flags, piece))
+                tsn += 1
+        self._pending = recut
+        self.next_tsn = tsn
 
     # -- queueing ----------------------------------------------------------------------
 

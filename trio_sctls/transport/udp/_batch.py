@@ -49,6 +49,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final, TypeVar
 
+from ...sctp._pmtud import Fragmentable
 from .._linux import SOL_UDP, UDP_GRO, UDP_SEGMENT
 from ._icmp import ICMP_ERRNOS
 
@@ -210,7 +211,11 @@ class TrainSender:
                 send(data, address)
             return
         for train, address, size in trains(datagrams):
-            if len(train) == 1 or (not self.local_trains and self._is_local(address[0])):
+            if (
+                len(train) == 1
+                or type(train[0]) is Fragmentable  # to go with DF clear, alone
+                or (not self.local_trains and self._is_local(address[0]))
+            ):
                 for data in train:
                     send(data, address)
             else:

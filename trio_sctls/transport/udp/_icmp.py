@@ -26,6 +26,9 @@ _ORIGIN_ICMP6: Final = 3
 #: (origin, type, code) of a port unreachable: ICMP destination unreachable / port
 #: unreachable (3, 3) and ICMPv6 destination unreachable / port unreachable (1, 4).
 _PORT_UNREACHABLE: Final = frozenset({(_ORIGIN_ICMP, 3, 3), (_ORIGIN_ICMP6, 1, 4)})
+#: ICMP destination unreachable / fragmentation needed and DF set (3, 4); ICMPv6 Packet
+#: Too Big is type 2 with any code.
+_TOO_BIG: Final = frozenset({(_ORIGIN_ICMP, 3, 4)})
 #: Errors a socket reports for ICMP messages (RFC 1122 soft and hard errors): part of
 #: running on a network, logged at DEBUG; other socket errors at WARNING.
 ICMP_ERRNOS: Final = frozenset(
@@ -61,13 +64,34 @@ def enable_icmp_errors(sock: socket.socket, family: int) -> bool:
     return True
 
 
-def port_unreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
-    """Whether the control messages of an error-queue ``recvmsg`` report an ICMP or
-    ICMPv6 port unreachable."""
+def _extended_error(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, int, int, int] | None:
+    """``(origin, ICMP type, ICMP code, info)`` of the error an error-queue ``recvmsg``
+    reports in its control messages, or ``None``."""
     for level, kind, data in ancillary:
         if (level, kind) in ((_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)) and len(
             data
         ) >= _EXTENDED_ERR.size:
-            _errno, origin, icmp_type, code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(data)
-            return (origin, icmp_type, code) in _PORT_UNREACHABLE
-    return False
+            _errno, origin, icmp_type, code, _pad, info, _data = _EXTENDED_ERR.unpack_from(data)
+            return origin, icmp_type, code, info
+    return None
+
+
+def port_unreachable(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether the control messages of an error-queue ``recvmsg`` report an ICMP or
+    ICMPv6 port unreachable."""
+    error = _extended_error(ancillary)
+    return error is not None and error[:3] in _PORT_UNREACHABLE
+
+
+def packet_too_big(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The next-hop MTU an ICMP Fragmentation Needed (type 3, code 4) or ICMPv6 Packet
+    Too Big (type 2) reports, from the control messages of an error-queue ``recvmsg``;
+    ``None`` for any other error (path MTU discovery takes it as a hint, RFC 8899
+    Section 4.6)."""
+    error = _extended_error(ancillary)
+    if error is None:
+        return None
+    origin, icmp_type, code, mtu = error
+    if (origin, icmp_type, code) in _TOO_BIG or (origin, icmp_type) == (_ORIGIN_ICMP6, 2):
+        return mtu
+    return None

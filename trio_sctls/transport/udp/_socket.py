@@ -107,6 +107,7 @@ from ...sctp import (
     AssociationAccepted,
     Deadlines,
     Endpoint,
+    Fragmentable,
     InitChunk,
     MessageReceived,
     Packet,
@@ -129,8 +130,10 @@ from ._icmp import (
     MSG_ERRQUEUE,
     QUOTED_SIZE,
     enable_icmp_errors,
+    packet_too_big,
     port_unreachable,
 )
+from ._pmtu import enable_probing, send_fragmentable, tell_core
 
 if TYPE_CHECKING:
     from ._listener import UDPListener
@@ -138,12 +141,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trio_sctls.udp")
 
-#: Path MTU with a loopback peer: the largest IPv4 datagram is 65535 bytes; stay clear
-#: of it. Big packets mean few system calls and few chunks parsed per byte.
-LOOPBACK_MTU: Final = 65000
+#: The ceiling of path MTU discovery (RFC 8899, in the core): the largest IP packet.
+#: Each association starts at 1200 bytes of SCTP packet and probes upward, capped by
+#: the MTU of the interface towards the peer where the kernel says (``_pmtu``): so
+#: loopback comes out near 64 KiB, Ethernet at 1500, jumbo frames at 9000. Big packets
+#: mean few system calls and few chunks parsed per byte.
+DEFAULT_MTU: Final = 65535
+#: The same ceiling: loopback paths are discovered like any other now (this was the
+#: address-based guess for them).
+LOOPBACK_MTU: Final = DEFAULT_MTU
 _CORE_DEFAULTS = SCTPConfig()
-#: Path MTU elsewhere (no path MTU discovery without ICMP): the core's safe default.
-DEFAULT_MTU: Final = _CORE_DEFAULTS.mtu
 #: Loopback round trips take microseconds, but a busy event loop (TLS handshakes) may
 #: answer late: RTO.Min of 200 ms (as Linux's TCP) instead of RFC 9260's 1 s keeps one
 #: lost packet from costing a second, without retransmitting spuriously.
@@ -306,6 +313,7 @@ class _UDPSocket(TrainSender):
                 # client to a closed UDP port fails at once instead of after minutes.
                 sock.connect(connect_to)
             sock.setblocking(False)
+            enable_probing(sock)  # DF on, for path MTU probes (see _pmtu)
         except BaseException:
             sock.close()
             raise
@@ -377,6 +385,8 @@ class _UDPSocket(TrainSender):
                 if not self._closed:
                     raise
                 # vanish(): nothing more to read, and the owners leave in their time.
+                await trio.sleep_forever()
+            if self._closed:  # vanish() ran after our wake-up was scheduled: as above
                 await trio.sleep_forever()
             now = trio.current_time()
             self._pumping = True
@@ -522,6 +532,11 @@ class _UDPSocket(TrainSender):
         ``address`` ends the association it can be tied to, by the quoted packet's
         ports and verification tag (``Endpoint.peer_unreachable``), as the peer's
         ABORT would. Anything else is counted and ignored."""
+        mtu = packet_too_big(ancillary)
+        if mtu is not None:  # a hint for path MTU discovery, not the end of anything
+            if not self._too_big(quoted, address, mtu):
+                self.icmp_ignored += 1
+            return
         endpoint = None
         if port_unreachable(ancillary) and len(quoted) >= 4 and address:
             endpoint = self.endpoints.get(_PORTS.unpack_from(quoted)[0])
@@ -589,6 +604,32 @@ class _UDPSocket(TrainSender):
         if self.blocked:
             for transport in list(self.blocked):
                 transport._wake_senders()
+
+    def _send(self, data: bytes, address: SocketAddress) -> None:
+        # One datagram: DATA cut before the path shrank goes with fragmentation allowed,
+        # and our own EMSGSIZE is news for path MTU discovery.
+        self.datagrams_sent += 1
+        try:
+            if type(data) is Fragmentable:
+                send_fragmentable(self.sock, data, address)
+            else:
+                self.sock.sendto(data, address)
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and not self._closed:
+                self._too_big(data, address, None)
+            self._send_failed(exc, address, 1)
+            return
+        self.send_calls += 1
+
+    def _too_big(self, packet: bytes, address: SocketAddress, mtu: int | None) -> bool:
+        """News for the path MTU discovery of the association that sent ``packet``: an
+        ICMP Packet Too Big quoting it (next-hop ``mtu``), or, with ``mtu`` None, our
+        own ``EMSGSIZE`` for it. Returns whether an association took it."""
+        endpoint = tell_core(self.endpoints, packet, address, mtu, trio.current_time())
+        if endpoint is not None:
+            self._busy[endpoint] = None
+            self.request_flush()
+        return endpoint is not None
 
     def vanish(self) -> None:
         """Close the socket now and send nothing more, as a killed process would

@@ -60,11 +60,11 @@ from .._base import (
     TransportState,
     clamped_rtos,
 )
+from ._pmtu import interface_mtu
 from ._socket import (
     _CORE_DEFAULTS,
     DEFAULT_MTU,
     GRACEFUL_CLOSE_TIMEOUT,
-    LOOPBACK_MTU,
     LOOPBACK_RTO_INITIAL,
     LOOPBACK_RTO_MIN,
     RECEIVE_BUFFER,
@@ -103,7 +103,7 @@ def _make_config(
         )
     if base is None:
         base = SCTPConfig(
-            mtu=LOOPBACK_MTU if loopback else DEFAULT_MTU,
+            mtu=DEFAULT_MTU,  # only the ceiling: the path MTU is discovered
             ip_header_size=20 if family == socket.AF_INET else 40,
             rto_min=LOOPBACK_RTO_MIN if loopback else _CORE_DEFAULTS.rto_min,
             rto_initial=LOOPBACK_RTO_INITIAL if loopback else _CORE_DEFAULTS.rto_initial,
@@ -212,6 +212,10 @@ class UDPTransport(MessageTransport):
         self._connect_error: OSError | None = None
         self.close_timeout = GRACEFUL_CLOSE_TIMEOUT
         self.send_buffer = SEND_BUFFER
+        # Path MTU discovery (in the core) searches no higher than the interface.
+        local_mtu = interface_mtu(udp.sock.family, endpoint.address_of(assoc))
+        if local_mtu is not None:
+            assoc.set_local_mtu(local_mtu)
 
     def __repr__(self) -> str:
         state = self._assoc.state.value
@@ -229,6 +233,13 @@ class UDPTransport(MessageTransport):
         """The SCTP-AUTH keys (RFC 4895), held by the core association, once the
         handshake agreed on it (``auth=True``); else None."""
         return self._assoc.auth
+
+    @property
+    def path_mtu(self) -> int:
+        """The path MTU this association uses now, IP header included, as path MTU
+        discovery (RFC 8899) found it so far; ``association.pmtud_state`` says whether
+        the search is over."""
+        return self._assoc.path_mtu
 
     @property
     def udp_address(self) -> tuple[str, int]:
