@@ -21,7 +21,8 @@ A benchmark module that runs this way defines, besides the convention of
   ``host``, ``task_status.started(info)`` with a JSON-able ``info`` (their ports), then
   serve until cancelled;
 * ``async def measure_peer(args, host, credentials, server, progress) -> dict``: connect
-  to the servers ``server`` (that ``info``) describes and measure.
+  to the servers ``server`` (that ``info``) describes and measure (``args.local`` is the
+  client's own address on the path).
 
 Both parse the same ``ARGS`` with the module's ``add_arguments`` (plus ``--quick``).
 """
@@ -42,9 +43,12 @@ from typing import Any
 
 import trio
 
-from ._common import ROOT, Progress, write_credentials
-from ._netns import DEFAULT_MTU, command_in, unavailable, veth_pair
+from ._common import ROOT, Progress, shout, write_credentials
+from ._netns import DEFAULT_MTU, NamespaceError, command_in, unavailable, veth_pair
 
+#: What a module's ``serve_peer`` reports its servers through, and its default.
+Started = trio.TaskStatus[dict[str, Any]]
+NOT_WATCHED: Started = trio.TASK_STATUS_IGNORED
 #: Seconds the server may take to start listening (imports included).
 SERVER_START_TIMEOUT = 60.0
 #: Seconds the server gets to exit once told to, before it is killed.
@@ -121,7 +125,11 @@ async def run_over_veth(
             if not line:
                 raise RuntimeError(f"{module} server exited before listening")
             client_argv = _command(
-                module, "client", pair.addr_a, credentials, "--server", line, "--", *arguments
+                module,
+                "client",
+                pair.addr_a,
+                credentials,
+                *("--server", line, "--local", pair.addr_b, "--", *arguments),
             )
             with trio.fail_after(time_limit):
                 client = await trio.run_process(
@@ -134,6 +142,59 @@ async def run_over_veth(
     result: dict[str, Any] = json.loads(client.stdout)
     result["path"] = {"kind": "veth", "mtu": mtu, "processes": 2}
     return result
+
+
+async def veth_or_why(
+    module: str,
+    what: str,
+    arguments: Sequence[str],
+    progress: Progress,
+    *,
+    mtu: int,
+    time_limit: float,
+) -> tuple[dict[str, Any] | None, str]:
+    """:func:`run_over_veth` where namespaces can be made; else say so loudly.
+
+    Args:
+        module: the benchmark module's name.
+        what: what it measures, for the warning (``"THROUGHPUT"``).
+        arguments: the module's options, given to both ends.
+        progress: where to say what is happening.
+        mtu: the veth pair's MTU.
+        time_limit: seconds the client may take to measure.
+
+    Returns:
+        The client's result (``None`` if the pair could not be made) and the
+        ``netns_status`` to record: ``"ok"``, or why not.
+    """
+    status = unavailable() or "ok"
+    result = None
+    if status == "ok":
+        try:
+            result = await run_over_veth(
+                module, arguments, progress, mtu=mtu, time_limit=time_limit
+            )
+        except NamespaceError as exc:
+            status = str(exc)
+    if status != "ok":
+        shout(
+            f"{what} OVER A VETH PAIR CANNOT RUN HERE ({status}):\n"
+            "only the loopback figures (one process) are measured."
+        )
+    return result, status
+
+
+def describe_paths(result: dict[str, Any]) -> list[str]:
+    """README lines: the paths a result was measured on, and why not the veth pair if
+    it could not be made."""
+    lines = [
+        "Paths: "
+        + "; ".join(f"**{path}**: {label}" for path, label in result.get("paths", {}).items())
+        + "."
+    ]
+    if result.get("netns_status", "ok") not in ("ok", "not asked"):
+        lines.append(f"No veth figures: {result['netns_status']}.")
+    return lines
 
 
 async def _read_line(stream: trio.abc.ReceiveStream) -> str:
@@ -194,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", required=True, help="the server's address")
     parser.add_argument("--credentials", type=Path, required=True)
     parser.add_argument("--server", help="(client) the server's first line")
+    parser.add_argument("--local", help="(client) this end's own address on the path")
     ours = parser.parse_args(own)
     module = _module(ours.module)
     module_parser = argparse.ArgumentParser(prog=f"benchmarks.{ours.module} ({ours.role})")

@@ -77,7 +77,6 @@ from benchmarks._common import (
     profile_report,
     pyplot,
     save_figure,
-    shout,
     target,
 )
 from benchmarks._loopback import (
@@ -87,9 +86,8 @@ from benchmarks._loopback import (
     serving_associations,
     serving_tls_over_tcp,
 )
-from benchmarks._netns import DEFAULT_MTU, NamespaceError
-from benchmarks._netns import unavailable as netns_unavailable
-from benchmarks._peer import run_over_veth
+from benchmarks._netns import DEFAULT_MTU
+from benchmarks._peer import describe_paths, veth_or_why
 from benchmarks._transfer import Link, Sink, answer_transfers, transfer
 from trio_sctls import SecureAssociation
 
@@ -350,24 +348,16 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
     netns_status = "not asked"
     for path in _paths(args):
         if path == "veth":
-            netns_status = netns_unavailable() or "ok"
-            if netns_status != "ok":
-                shout(
-                    f"THROUGHPUT OVER A VETH PAIR CANNOT RUN HERE ({netns_status}):\n"
-                    "only the loopback figures (one process) are measured."
-                )
-                continue
-            try:
-                results[path] = await run_over_veth(
-                    NAME,
-                    _peer_arguments(args),
-                    progress,
-                    mtu=args.mtu,
-                    time_limit=PEER_TIMEOUT_QUICK if args.quick else PEER_TIMEOUT,
-                )
-            except NamespaceError as exc:
-                netns_status = str(exc)
-                shout(f"THROUGHPUT OVER A VETH PAIR FAILED TO START ({exc}):\nloopback only.")
+            veth, netns_status = await veth_or_why(
+                NAME,
+                "THROUGHPUT",
+                _peer_arguments(args),
+                progress,
+                mtu=args.mtu,
+                time_limit=PEER_TIMEOUT_QUICK if args.quick else PEER_TIMEOUT,
+            )
+            if veth is not None:
+                results[path] = veth
         else:
             results[path] = await _measure_here(args, progress)
     rows = []
@@ -531,6 +521,7 @@ def _targets(rows: list[dict[str, Any]], transport: str) -> list[dict[str, Any]]
                     "writes / one TLS/TCP connection on the same path",
                     row["ratio"],
                     limit,
+                    against=f"one TLS/TCP connection (trio SSLStream) over {path}, same run",
                 )
             )
     return targets
@@ -556,12 +547,9 @@ def summarize(result: dict[str, Any]) -> list[str]:
         f"trio-sctls over the `{result['transport']}` transport, TLS {result['tls']} "
         f"({result['cipher']}): aggregate throughput as a ratio to one TLS/TCP connection "
         "on the same path (and in MiB/s), median of "
-        f"{result['rounds']} rounds. Paths: "
-        + "; ".join(f"**{path}**: {label}" for path, label in result.get("paths", {}).items())
-        + ".",
+        f"{result['rounds']} rounds.",
+        *describe_paths(result),
     ]
-    if result.get("netns_status", "ok") not in ("ok", "not asked"):
-        lines.append(f"No veth figures: {result['netns_status']}.")
     lines += [
         "",
         "| channels | "
