@@ -26,9 +26,10 @@ for it; the negotiated cipher of both is recorded and must agree:
   the TLS/TCP baseline is measured in the same VM.
 
 Connections and associations are set up once, before the clock starts. One transfer
-moves ``min(--bytes, --messages x message size)`` bytes (host: 16 MiB / 8192 messages,
-so 8 MiB in 1 KiB writes; VM, where everything runs 14 to 190 times slower: 256
-messages, so 16 per channel with 16 channels). The client writes its share in
+moves ``min(--bytes, --messages x message size)`` bytes (host: 16 MiB / 4096 messages,
+so 4 MiB in 1 KiB writes, which keeps the suite within its time on two paths; VM, where
+everything runs 14 to 190 times slower: 256 messages, so 16 per channel with 16
+channels). The client writes its share in
 ``message``-size writes (one TLS record each, so one SCTP message each) on every channel
 at once; on loopback the clock runs from the first write until the server side (in this
 process) has read every byte, so the connections carry nothing but the data: no length
@@ -50,7 +51,7 @@ issue 4, with 16 channels: at least 0.9x on the kernel transport (in the VM), 0.
 the udp transport on loopback (1 KiB writes); issue 11, 16 KiB writes over udp: over the
 veth pair 0.5x with 16 channels and 0.4x with one, on loopback 0.8x with 16.
 
-    python -m benchmarks.throughput [--quick] [--bytes 16MiB] [--messages 8192] [--rounds 5]
+    python -m benchmarks.throughput [--quick] [--bytes 16MiB] [--messages 4096] [--rounds 5]
         [--channels 1 4 16] [--sizes 1024 16384] [--tls 1.3] [--transport udp]
         [--paths veth loopback] [--mtu 1500] [--profile FILE] [--json out.json]
         [--plots DIR]
@@ -143,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--messages",
         type=int,
-        help="most messages per transfer (default 8192 on the host, 256 in the VM; 128 with "
+        help="most messages per transfer (default 4096 on the host, 256 in the VM; 128 with "
         "--quick): small writes move fewer bytes in the same time",
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 5; 1 with --quick)")
@@ -320,7 +321,7 @@ def sctp_counters() -> dict[str, int]:
 def _defaults(args: argparse.Namespace) -> tuple[int, int, int, str]:
     quick = getattr(args, "quick", False)
     nbytes = args.bytes or (256 * 1024 if quick else (4 << 20) if IN_VM else (16 << 20))
-    messages = args.messages or (128 if quick else 256 if IN_VM else 8192)
+    messages = args.messages or (128 if quick else 256 if IN_VM else 4096)
     rounds = args.rounds or (1 if quick else 5)
     transport = args.transport or ("kernel" if IN_VM else "udp")
     return nbytes, messages, rounds, transport
