@@ -151,6 +151,8 @@ from ._hol_plots import cdf_figure as cdf_figure
 from ._hol_plots import percentile_figure as percentile_figure
 from ._hol_plots import plot as plot
 from ._hol_plots import streams_figure as streams_figure
+from ._hol_report import path_label, setup_note
+from ._hol_report import summarize as summarize
 from ._hol_stats import (
     CDF_PROBABILITIES,
     MIN_SAMPLES,
@@ -173,7 +175,7 @@ from ._hol_vm import (
 from ._loopback import Address, serving_associations, serving_sctp
 from ._netns import DEFAULT_MTU
 from ._netns import unavailable as netns_unavailable
-from ._peer import NOT_WATCHED, Started, describe_paths, veth_or_why
+from ._peer import NOT_WATCHED, Started, veth_or_why
 
 NAME = "hol"
 #: Where the runner runs it: both, with different set-ups (see the module docstring).
@@ -372,7 +374,7 @@ class Settings:
             *("--drain", str(self.drain), "--size", str(self.size)),
             *("--seeds", str(len(self.seeds)), "--seed", str(self.seeds[0])),
             *("--tls", self.tls, "--layers", *self.layers),
-            *("--bare-loss", *map(str, self.bare_loss)),
+            *(["--bare-loss", *map(str, self.bare_loss)] if self.bare_loss else []),
         ]
 
 
@@ -738,7 +740,7 @@ def _result(
     return {
         "name": NAME,
         "place": settings.place,
-        "paths": {path: _path_label(path, settings) for path in parts},
+        "paths": {path: path_label(path, settings) for path in parts},
         "netns_status": netns_status,
         "settings": {
             "flows": settings.flows,
@@ -767,89 +769,6 @@ def _result(
         "targets": [],
         "cdf_probabilities": CDF_PROBABILITIES,
     }
-
-
-def _path_label(path: str, settings: Settings) -> str:
-    if settings.place == "vm":
-        return "the VM's loopback, netem on lo, both ends in one process"
-    if path == "veth":
-        return (
-            f"veth pair between two network namespaces, MTU {settings.mtu}, servers in one "
-            "process, client and relay in another"
-        )
-    return "127.0.0.1, everything (relay included) in one process"
-
-
-def setup_note(settings: Settings) -> str:
-    """What was compared, in words (goes into the result)."""
-    seeds = f"{len(settings.seeds)} seeds x {settings.duration:g} s per case"
-    if settings.place == "vm":
-        sysctl = settings.sctp_sysctl
-        return (
-            "VM (QEMU TCG, Debian kernel): netem on lo, each packet (both ways) delayed "
-            f"{settings.delay_ms:g} ms and lost at the given rate. "
-            "multi = trio-sctls TLS association over kernel SCTP, one channel per flow; "
-            "single = the same flows multiplexed over one TLS/TCP connection. bare = "
-            "kernel SCTP, one stream per flow, vs one plain TCP connection. SCTP timers "
-            f"set TCP-like: net.sctp.rto_min={sysctl.get('rto_min')} ms, "
-            f"rto_initial={sysctl.get('rto_initial')} ms, "
-            f"sack_timeout={sysctl.get('sack_timeout')} ms (TCP: RTO min 200 ms, initial "
-            "1 s, delayed ACK from 40 ms). TCP keeps RACK and tail loss probes. "
-            f"{settings.flows} flows x {settings.rate:g} requests/s (Poisson), "
-            f"{settings.size} B each way, {seeds}."
-        )
-    return (
-        "host: trio-sctls over its SCTP over UDP through the seeded impaired relay "
-        "(trio_sctls.impaired: each datagram, both ways, delayed "
-        f"{settings.delay_ms:g} ms and lost at the given rate). multi = one TLS "
-        "channel per flow; single = the same flows multiplexed over one TLS channel on one "
-        "SCTP stream, through the same relay: the host has no netem, so TCP cannot be "
-        "impaired, and one ordered stream of the same SCTP code stands in for one TCP "
-        "connection (same head-of-line blocking, same loss recovery and timers: RTO.Min "
-        "200 ms, RTO.Initial 500 ms, 200 ms delayed SACK). The ratios are against one SCTP "
-        f"stream, not TCP. {settings.flows} flows x {settings.rate:g} requests/s "
-        f"(Poisson), {settings.size} B each way, {seeds}."
-    )
-
-
-def summarize(result: dict[str, Any]) -> list[str]:
-    """Markdown lines for the README: each ratio with its interval, and what it is to."""
-    place = result.get("place", "host")
-    settings = result["settings"]
-    lines = [result["setup"], "", *describe_paths(result)]
-    lines += [
-        "",
-        f"Latency ratios (95 % bootstrap interval), {len(settings['seeds'])} seeds pooled:",
-        "",
-        "| path | loss | ratio of | samples | p50 | p90 | p99 |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
-    counts = {
-        (r.get("path"), r["layer"], r["variant"], r["loss_pct"]): r["messages"]
-        for r in result["rows"]
-    }
-    for item in result.get("ratios", []):
-        top, _, bottom = item["compare"].partition("/")
-        key = (item["path"], item["layer"] if top == "multi" else top, "multi", item["loss_pct"])
-        other = (
-            (item["path"], item["layer"], "single", item["loss_pct"])
-            if bottom == "single"
-            else (item["path"], bottom, "multi", item["loss_pct"])
-        )
-        cells = [
-            f"{item[f'{name}_ratio']:.2f}x [{item[f'{name}_ci'][0]:.2f}, "
-            f"{item[f'{name}_ci'][1]:.2f}]"
-            for name in ("p50", "p90", "p99")
-        ]
-        top_label = LABELS[place, key[1], "multi"]
-        bottom_label = LABELS[place, other[1], other[2]]
-        lines.append(
-            f"| {item['path']} | {item['loss_pct']:g}% | {top_label} / {bottom_label} "
-            f"| {counts.get(key, '?')} / {counts.get(other, '?')} | " + " | ".join(cells) + " |"
-        )
-    for note in result.get("sample_notes", []):
-        lines += ["", f"Note: {note}."]
-    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -10,7 +10,15 @@ run with its own default options (or their ``--quick`` variants). A module that 
 exist yet is skipped with a message. Modules whose ``WHERE`` includes ``"vm"`` also run
 inside the QEMU VM of tests/vm/run_in_vm.py (Debian's kernel, real kernel SCTP), one boot
 per module; if the VM cannot run here that is reported loudly and the host results are
-kept (``--require-vm`` makes it an error).
+kept (``--require-vm`` makes it an error). A VM result then passes through the module's
+``finish`` on the host, if it has one (bootstrap intervals need numpy).
+
+The standard host path is a veth pair between two network namespaces (throughput,
+set-up and head-of-line run each end in its own process over it, loopback being the
+second column): that needs root. Without it each of those benchmarks says so loudly and
+measures loopback only; the run ends with one more warning and the README block leads
+with "LOOPBACK ONLY". The time each benchmark took is logged and kept in
+``results.json`` (``benchmarks.NAME.seconds``); a full run takes about 15 minutes.
 
 Output in ``--out`` (default ``benchmarks/results/``): ``results.json`` (every result,
 machine descriptions, the flat list of targets) and ``host/NAME*.png``, ``vm/NAME*.png``.

@@ -153,3 +153,13 @@ def test_finish_computes_the_vm_ratios_and_targets_on_the_host() -> None:
     assert over_bare["target"] == f"<= {_hol_stats.TARGET_OVER_BARE_P90}"
     assert over_bare["ci"][0] <= over_bare["value"] <= over_bare["ci"][1]
     assert hol.finish(result) is result  # idempotent
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_veth_run_s_two_processes_measure_what_this_one_would(quick: bool) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    hol.add_arguments(parser)
+    here = hol.Settings.from_args(parser.parse_args(["--quick"] if quick else []))
+    there = hol.Settings.from_args(parser.parse_args(here.peer_arguments()))
+    assert {**vars(there), "paths": None} == {**vars(here), "paths": None}
