@@ -92,6 +92,6 @@ def summarize(result: dict[str, Any]) -> list[str]:
             f"| {item['path']} | {item['loss_pct']:g}% | {top_label} / {bottom_label} "
             f"| {counts.get(key, '?')} / {counts.get(other, '?')} | " + " | ".join(cells) + " |"
         )
-    for note in result.get("sample_notes", []):
+    for note in result.get("notes", []):
         lines += ["", f"Note: {note}."]
     return lines

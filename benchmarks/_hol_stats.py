@@ -36,7 +36,7 @@ TARGET_P99_RATIO = 1.0
 #: p90, 2 % loss, in the VM: at most 10 %.
 TARGET_OVER_BARE_P90 = 1.10
 #: Samples a case should have (pooled over seeds), so that its p99 is not one of its few
-#: worst messages; a run with fewer says so (:func:`sample_notes`).
+#: worst messages; a run with fewer says so (:func:`notes`).
 MIN_SAMPLES = 1000
 #: Bootstrap: resamples per interval and the interval's coverage.
 RESAMPLES = 2000
@@ -201,17 +201,34 @@ def targets(ratios: list[dict[str, Any]], place: str) -> list[dict[str, Any]]:
     return out
 
 
-def sample_notes(rows: list[dict[str, Any]], why: str) -> list[str]:
-    """One line per case with fewer than :data:`MIN_SAMPLES` samples, and ``why``."""
+#: A case whose process was on the CPU more than this share of its measured time was
+#: limited by the CPU: its latencies queue behind computation, not loss recovery.
+CPU_BOUND = 0.6
+
+
+def notes(rows: list[dict[str, Any]], why_short: str) -> list[str]:
+    """What a reader must know before trusting the rows: the cases with fewer than
+    :data:`MIN_SAMPLES` samples (and ``why_short``), and those the CPU limited."""
+    out = []
     short = [r for r in rows if r["messages"] < MIN_SAMPLES]
-    if not short:
-        return []
-    cases = ", ".join(
-        f"{r.get('path', 'loopback')} {r['layer']} {r['variant']} {r['loss_pct']:g}%: "
-        f"{r['messages']}"
-        for r in short
-    )
-    return [f"fewer than {MIN_SAMPLES} samples in {len(short)} case(s) ({cases}): {why}"]
+    if short:
+        cases = ", ".join(f"{_case(r)}: {r['messages']}" for r in short)
+        out.append(
+            f"fewer than {MIN_SAMPLES} samples in {len(short)} case(s) ({cases}): {why_short}"
+        )
+    busy = [r for r in rows if r.get("cpu_busy", 0) > CPU_BOUND]
+    if busy:
+        cases = ", ".join(f"{_case(r)}: {r['cpu_busy']:.0%}" for r in busy)
+        out.append(
+            f"CPU-BOUND in {len(busy)} case(s) ({cases} of the time on the CPU, more than "
+            f"{CPU_BOUND:.0%}): their latencies measure the machine's load, not loss "
+            "recovery; measure again on a quiet machine"
+        )
+    return out
+
+
+def _case(row: dict[str, Any]) -> str:
+    return f"{row.get('path', 'loopback')} {row['layer']} {row['variant']} {row['loss_pct']:g}%"
 
 
 def finish(result: dict[str, Any]) -> dict[str, Any]:

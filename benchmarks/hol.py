@@ -22,7 +22,7 @@ row pools its case's samples over the seeds; the ratios between cases carry 95 %
 bootstrap intervals (moving blocks, stratified by seed: :mod:`benchmarks._hol_stats`)
 and the ratio seed by seed. A case should have at least 1,000 samples (so that its p99
 is not one of its handful of worst messages); where a run has fewer, the result and the
-README say so and why (``sample_notes``).
+README say so and why (``notes``), as they do when a case kept the CPU busy.
 
 Where (``WHERE``): on the host and in the kernel-SCTP VM, with different set-ups.
 
@@ -160,8 +160,8 @@ from ._hol_stats import (
     TARGET_LOSS,
     block_size,
     case_key,
+    notes,
     quantiles,
-    sample_notes,
     streams_loss_rate,
 )
 from ._hol_stats import finish as finish
@@ -701,7 +701,7 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
                 await netem_remove()
             set_sctp_sysctl(previous_sysctl)
     result = _result(settings, parts, netns_status, previous_sysctl)
-    for note in result["sample_notes"]:
+    for note in result["notes"]:
         progress.log(f"NOTE: {note}")
     if settings.place == "host":
         finish(result)
@@ -763,7 +763,7 @@ def _result(
             "veth_transport_options": VETH_OPTIONS if "veth" in parts else {},
         },
         "setup": setup_note(settings),
-        "sample_notes": sample_notes(merged["rows"], why_short),
+        "notes": notes(merged["rows"], why_short),
         **merged,
         "ratios": [],
         "targets": [],

@@ -48,8 +48,8 @@ async def test_hol_measures_every_case_and_seed_and_reports_intervals(tmp_path: 
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["p99.9_ms"]
         assert row["p99.9_ms"] <= row["max_ms"]
     # A short run says it is short, case by case.
-    (note,) = result["sample_notes"]
-    assert f"fewer than {_hol_stats.MIN_SAMPLES} samples in 4 case(s)" in note
+    short = f"fewer than {_hol_stats.MIN_SAMPLES} samples in 4 case(s)"
+    assert [note for note in result["notes"] if short in note]
     assert [(r["path"], r["compare"], r["loss_pct"]) for r in result["ratios"]] == [
         ("loopback", "multi/single", 0.0),
         ("loopback", "multi/single", 2.0),
@@ -163,3 +163,13 @@ def test_the_veth_run_s_two_processes_measure_what_this_one_would(quick: bool) -
     here = hol.Settings.from_args(parser.parse_args(["--quick"] if quick else []))
     there = hol.Settings.from_args(parser.parse_args(here.peer_arguments()))
     assert {**vars(there), "paths": None} == {**vars(here), "paths": None}
+
+
+def test_cpu_bound_cases_are_called_out() -> None:
+    rows = [
+        {"path": "loopback", "layer": "tls", "variant": "multi", "loss_pct": 2.0}
+        | {"messages": 1020, "cpu_busy": busy}
+        for busy in (0.35, 0.93)
+    ]
+    (note,) = _hol_stats.notes(rows, "why")
+    assert note.startswith("CPU-BOUND in 1 case(s) (loopback tls multi 2%: 93%")
