@@ -736,11 +736,13 @@ def _result(
         for key in ("cdf_ms", "flow_cdf_ms", "samples_ms"):
             merged[key].update(part[key])
     why_short = (
-        "the VM's emulated CPU allows about "
+        "a --quick run"
+        if settings.quick
+        else "the VM's emulated CPU allows about "
         f"{settings.flows * settings.rate:g} messages per second with TLS on "
         f"{settings.flows} channels, and its run must fit the suite's time"
         if settings.place == "vm"
-        else "a short run (--quick or --duration/--seeds given)"
+        else "a short run (--duration, --rate or --seeds given)"
     )
     return {
         "name": NAME,
