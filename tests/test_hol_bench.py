@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import _hol_stats, hol
+from benchmarks import _hol_stats, _peer, hol
 from benchmarks._common import Progress
 
 np = pytest.importorskip("numpy")
@@ -173,3 +173,19 @@ def test_cpu_bound_cases_are_called_out() -> None:
     ]
     (note,) = _hol_stats.notes(rows, "why")
     assert note.startswith("CPU-BOUND in 1 case(s) (loopback tls multi 2%: 93%")
+
+
+async def test_without_namespaces_hol_says_so_and_measures_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_peer, "unavailable", lambda: "not root (pretend)")
+    args = _args(
+        *("--duration", "0.3", "--warmup", "0.1", "--delay", "5", "--loss", "2"),
+        *("--seeds", "1"),
+    )
+    result = await hol.measure(args, Progress(StringIO()))
+    assert result["netns_status"] == "not root (pretend)"
+    assert list(result["paths"]) == ["loopback"]
+    assert {row["path"] for row in result["rows"]} == {"loopback"}
+    assert "CANNOT RUN HERE" in capsys.readouterr().err
+    assert any("No veth figures" in line for line in hol.summarize(result))
