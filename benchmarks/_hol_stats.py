@@ -206,9 +206,11 @@ def targets(ratios: list[dict[str, Any]], place: str) -> list[dict[str, Any]]:
 CPU_BOUND = 0.6
 
 
-def notes(rows: list[dict[str, Any]], why_short: str) -> list[str]:
+def notes(rows: list[dict[str, Any]], why_short: str, round_trip_ms: float) -> list[str]:
     """What a reader must know before trusting the rows: the cases with fewer than
-    :data:`MIN_SAMPLES` samples (and ``why_short``), and those the CPU limited."""
+    :data:`MIN_SAMPLES` samples (and ``why_short``), those the CPU limited, and loss-free
+    cases whose median is over twice the link's ``round_trip_ms`` (the process waited
+    for a CPU: a loaded machine)."""
     out = []
     short = [r for r in rows if r["messages"] < MIN_SAMPLES]
     if short:
@@ -223,6 +225,14 @@ def notes(rows: list[dict[str, Any]], why_short: str) -> list[str]:
             f"CPU-BOUND in {len(busy)} case(s) ({cases} of the time on the CPU, more than "
             f"{CPU_BOUND:.0%}): their latencies measure the machine's load, not loss "
             "recovery; measure again on a quiet machine"
+        )
+    slow = [r for r in rows if r["loss_pct"] == 0 and r["p50_ms"] > 2 * round_trip_ms]
+    if slow:
+        cases = ", ".join(f"{_case(r)}: p50 {r['p50_ms']:.0f} ms" for r in slow)
+        out.append(
+            f"LOADED MACHINE: with no loss the median should be about one round trip "
+            f"({round_trip_ms:g} ms), but {cases}; the process waited for a CPU, so these "
+            "figures say little; measure again on a quiet machine"
         )
     return out
 

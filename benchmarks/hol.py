@@ -769,7 +769,7 @@ def _result(
             "veth_transport_options": VETH_OPTIONS if "veth" in parts else {},
         },
         "setup": setup_note(settings),
-        "notes": notes(merged["rows"], why_short),
+        "notes": notes(merged["rows"], why_short, 2 * settings.delay_ms),
         **merged,
         "ratios": [],
         "targets": [],

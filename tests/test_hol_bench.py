@@ -165,14 +165,16 @@ def test_the_veth_run_s_two_processes_measure_what_this_one_would(quick: bool) -
     assert {**vars(there), "paths": None} == {**vars(here), "paths": None}
 
 
-def test_cpu_bound_cases_are_called_out() -> None:
+def test_cpu_bound_cases_and_a_loaded_machine_are_called_out() -> None:
     rows = [
-        {"path": "loopback", "layer": "tls", "variant": "multi", "loss_pct": 2.0}
-        | {"messages": 1020, "cpu_busy": busy}
-        for busy in (0.35, 0.93)
+        {"path": "loopback", "layer": "tls", "variant": "multi", "loss_pct": loss}
+        | {"messages": 1020, "cpu_busy": busy, "p50_ms": p50}
+        for loss, busy, p50 in ((2.0, 0.35, 60.0), (2.0, 0.93, 60.0), (0.0, 0.2, 55.0))
     ]
-    (note,) = _hol_stats.notes(rows, "why")
+    (note,) = _hol_stats.notes(rows, "why", 50.0)
     assert note.startswith("CPU-BOUND in 1 case(s) (loopback tls multi 2%: 93%")
+    rows[2]["p50_ms"] = 500.0
+    assert "LOADED MACHINE" in _hol_stats.notes(rows, "why", 50.0)[1]
 
 
 async def test_without_namespaces_hol_says_so_and_measures_loopback(
