@@ -21,7 +21,7 @@ come back to the host, which computes their intervals (:func:`finish`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._common import percentile, target
@@ -211,29 +211,41 @@ def notes(rows: list[dict[str, Any]], why_short: str, round_trip_ms: float) -> l
     :data:`MIN_SAMPLES` samples (and ``why_short``), those the CPU limited, and loss-free
     cases whose median is over twice the link's ``round_trip_ms`` (the process waited
     for a CPU: a loaded machine)."""
+    Row = dict[str, Any]
+    #: (which rows, what to say of each, the note given the count and those cases)
+    checks: list[tuple[Callable[[Row], bool], Callable[[Row], str], Callable[[int, str], str]]]
+    checks = [
+        (
+            lambda r: r["messages"] < MIN_SAMPLES,
+            lambda r: str(r["messages"]),
+            lambda n, cases: (
+                f"fewer than {MIN_SAMPLES} samples in {n} case(s) ({cases}): " + why_short
+            ),
+        ),
+        (
+            lambda r: r.get("cpu_busy", 0) > CPU_BOUND,
+            lambda r: f"{r['cpu_busy']:.0%}",
+            lambda n, cases: (
+                f"CPU-BOUND in {n} case(s) ({cases} of the time on the CPU, "
+                f"more than {CPU_BOUND:.0%}): their latencies measure the machine's load, not "
+                "loss recovery; measure again on a quiet machine"
+            ),
+        ),
+        (
+            lambda r: r["loss_pct"] == 0 and r["p50_ms"] > 2 * round_trip_ms,
+            lambda r: f"p50 {r['p50_ms']:.0f} ms",
+            lambda n, cases: (
+                "LOADED MACHINE: with no loss the median should be about one "
+                f"round trip ({round_trip_ms:g} ms), but in {n} case(s) ({cases}) the process "
+                "waited for a CPU, so these figures say little; measure again on a quiet machine"
+            ),
+        ),
+    ]
     out = []
-    short = [r for r in rows if r["messages"] < MIN_SAMPLES]
-    if short:
-        cases = ", ".join(f"{_case(r)}: {r['messages']}" for r in short)
-        out.append(
-            f"fewer than {MIN_SAMPLES} samples in {len(short)} case(s) ({cases}): {why_short}"
-        )
-    busy = [r for r in rows if r.get("cpu_busy", 0) > CPU_BOUND]
-    if busy:
-        cases = ", ".join(f"{_case(r)}: {r['cpu_busy']:.0%}" for r in busy)
-        out.append(
-            f"CPU-BOUND in {len(busy)} case(s) ({cases} of the time on the CPU, more than "
-            f"{CPU_BOUND:.0%}): their latencies measure the machine's load, not loss "
-            "recovery; measure again on a quiet machine"
-        )
-    slow = [r for r in rows if r["loss_pct"] == 0 and r["p50_ms"] > 2 * round_trip_ms]
-    if slow:
-        cases = ", ".join(f"{_case(r)}: p50 {r['p50_ms']:.0f} ms" for r in slow)
-        out.append(
-            f"LOADED MACHINE: with no loss the median should be about one round trip "
-            f"({round_trip_ms:g} ms), but {cases}; the process waited for a CPU, so these "
-            "figures say little; measure again on a quiet machine"
-        )
+    for wanted, detail, say in checks:
+        found = [r for r in rows if wanted(r)]
+        if found:
+            out.append(say(len(found), ", ".join(f"{_case(r)}: {detail(r)}" for r in found)))
     return out
 
 
