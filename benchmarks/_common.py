@@ -11,6 +11,9 @@ Conventions (see ``benchmarks/run.py``): a benchmark module has
   JSON-able result with at least ``"rows"`` (a list of flat dicts) and ``"targets"`` (a
   list of :func:`target` dicts);
 * ``def plot(result, directory) -> list[Path]``: writes PNG figures, returns their paths;
+* optionally ``def finish(result) -> dict``: what must be computed on the host from a
+  result measured in the VM (numpy dies on the VM's emulated CPU), e.g. bootstrap
+  intervals and the targets that use them;
 * ``main()`` via :func:`benchmark_main`, so ``python -m benchmarks.NAME --json out.json``
   runs it alone.
 """
@@ -100,15 +103,38 @@ def percentile(samples: Sequence[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def target(name: str, value: float, limit: float, *, at_most: bool = False) -> dict[str, Any]:
-    """One performance target: ``value`` must be >= ``limit`` (or <= with ``at_most``)."""
+def target(
+    name: str,
+    value: float,
+    limit: float,
+    *,
+    at_most: bool = False,
+    interval: Sequence[float] | None = None,
+    against: str = "",
+) -> dict[str, Any]:
+    """One performance target: ``value`` must be >= ``limit`` (or <= with ``at_most``).
+
+    Args:
+        name: what is measured, and what it is a ratio to.
+        value: the measured value (whether the target is met is judged on it).
+        limit: the bound.
+        at_most: ``value`` must not exceed ``limit`` (default: must reach it).
+        interval: the value's 95 % confidence interval, where one was computed; kept
+            in the target (``"ci"``) so a reader sees how sure the verdict is.
+        against: what ``value`` is a ratio to (the README's table says it row by row),
+            or what it is when not a ratio.
+    """
     met = value <= limit if at_most else value >= limit
-    return {
+    out: dict[str, Any] = {
         "name": name,
         "value": round(value, 3),
         "target": f"{'<=' if at_most else '>='} {limit}",
         "met": bool(met),
+        "against": against,
     }
+    if interval is not None:
+        out["ci"] = [round(float(bound), 3) for bound in interval]
+    return out
 
 
 def profile_report(source: cProfile.Profile | str, *, top: Sequence[tuple[str, int]]) -> str:
@@ -165,6 +191,8 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str:
+    """The short commit measured, ``-dirty`` if tracked files differ from it (so a
+    figure is never credited to a commit that did not produce it)."""
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -172,9 +200,15 @@ def _git_commit() -> str:
             text=True,
             check=True,
         )
-        return out.stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return out.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def machine_info() -> dict[str, Any]:

@@ -56,9 +56,14 @@ class Workload:
     mtu: int = 1500
 
     def config(self) -> SCTPConfig:
-        """The configuration both ends use (the udp transport's, on an IPv4 path)."""
+        """The configuration both ends use: the udp transport's on an IPv4 path whose
+        MTU is known (path MTU discovery off, so every packet has the workload's size)."""
         return SCTPConfig(
-            mtu=self.mtu, ip_header_size=IPV4_HEADER, heartbeat_interval=None, outbound_streams=1
+            mtu=self.mtu,
+            ip_header_size=IPV4_HEADER,
+            heartbeat_interval=None,
+            outbound_streams=1,
+            pmtud=False,
         )
 
 

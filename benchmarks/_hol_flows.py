@@ -16,8 +16,10 @@ import math
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -64,6 +66,8 @@ class Book:
     def __init__(self, flows: int) -> None:
         self.due: dict[tuple[int, int], float] = {}
         self.latencies: list[list[float]] = [[] for _ in range(flows)]
+        #: (due time, latency) of every measured message, for the bootstrap's blocks
+        self.timeline: list[tuple[float, float]] = []
         self.start = math.inf  # measured window: requests due in [start, stop)
         self.stop = math.inf
         self.senders = 0
@@ -77,6 +81,7 @@ class Book:
         due = self.due.pop((flow, seq), None)
         if due is not None and self.start <= due < self.stop:
             self.latencies[flow].append(now - due)
+            self.timeline.append((due, now - due))
         self.check()
 
     def check(self) -> None:
@@ -196,16 +201,66 @@ async def handshake_all(channels: Sequence[trio_sctls.Channel]) -> None:
             nursery.start_soon(channel.do_handshake)
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where a case's server is and how the client reaches it.
+
+    Attributes:
+        server: an address the server already listens on (another process, over a veth
+            pair); ``None``: serve here, on loopback, for the case alone.
+        host: the server's IP address.
+        relay_host: the address the impaired relay binds (the client's own address on
+            a real path, so that both ends see a non-loopback peer).
+        options: more transport options for both ends (``rto_min``...).
+    """
+
+    server: Address | None = None
+    host: str = LOOPBACK
+    relay_host: str = LOOPBACK
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+HERE = Where()
+
+
 @asynccontextmanager
-async def _relay(address: Address, faults: Faults | None, seed: int) -> AsyncIterator[int | None]:
-    """With ``faults``, the seeded impaired relay in front of a udp server: yield the UDP
-    port the client sends to instead of the server's. ``None`` without faults, or over
-    kernel SCTP, where the client sends to the server directly."""
+async def _relay(
+    where: Where, address: Address, faults: Faults | None, seed: int
+) -> AsyncIterator[tuple[str, int | None]]:
+    """With ``faults``, the seeded impaired relay in front of a udp server: yield the
+    host and UDP port the client sends to instead of the server's. Without faults, or
+    over kernel SCTP, the client sends to the server directly (port ``None``: its own)."""
     if faults is None or address.udp_port is None:
-        yield None
+        yield where.host, None
         return
-    async with impaired_link((LOOPBACK, address.udp_port), faults=faults, seed=seed) as link:
-        yield link.port
+    async with impaired_link(
+        (where.host, address.udp_port), faults=faults, seed=seed, host=where.relay_host
+    ) as link:
+        yield link.address[0], link.port
+
+
+@asynccontextmanager
+async def _server(
+    where: Where, serving: Callable[[], AbstractAsyncContextManager[Address]]
+) -> AsyncIterator[Address]:
+    """The case's server: ``where.server``, or ``serving()`` here for the case alone."""
+    if where.server is not None:
+        yield where.server
+        return
+    async with serving() as address:
+        yield address
+
+
+def answer_channels(size: int) -> Callable[[trio_sctls.SecureAssociation], Awaitable[None]]:
+    """Server side of an association's flows of ``size``-byte frames: every channel
+    answered (``trio_sctls.serve``'s handler)."""
+
+    async def handler(association: trio_sctls.SecureAssociation) -> None:
+        async with trio.open_nursery() as nursery:
+            for channel in association.channels:
+                nursery.start_soon(answer_stream, channel, size)
+
+    return handler
 
 
 @asynccontextmanager
@@ -216,26 +271,32 @@ async def trio_sctls_tls(
     ctx: tuple[ssl.SSLContext, ssl.SSLContext],
     faults: Faults | None,
     seed: int,
+    where: Where = HERE,
 ) -> AsyncIterator[Client]:
     """A trio-sctls association with ``channels`` TLS channels, flows of ``size``-byte
-    frames (through the relay with ``faults``, seeded with ``seed``)."""
+    frames (through the relay with ``faults``, seeded with ``seed``), to the server
+    ``where`` says."""
     server_ctx, client_ctx = ctx
-
-    async def handler(association: trio_sctls.SecureAssociation) -> None:
-        async with trio.open_nursery() as nursery:
-            for channel in association.channels:
-                nursery.start_soon(answer_stream, channel, size)
-
+    serving = partial(
+        serving_associations,
+        answer_channels(size),
+        server_ctx,
+        transport=transport,
+        streams=channels,
+        **where.options,
+    )
     async with (
-        serving_associations(handler, server_ctx, transport=transport, streams=channels) as address,
-        _relay(address, faults, seed) as relay_port,
+        _server(where, serving) as address,
+        _relay(where, address, faults, seed) as (host, relay_port),
         connect_association(
             address,
             client_ctx,
             transport=transport,
             streams=channels,
             udp_port_to=relay_port,
+            host=host,
             session_cache=None,
+            **where.options,
         ) as association,
     ):
         if len(association.channels) != channels:
@@ -246,14 +307,25 @@ async def trio_sctls_tls(
 
 @asynccontextmanager
 async def bare_sctp(
-    streams: int, transport: str, faults: Faults | None, seed: int
+    streams: int, transport: str, faults: Faults | None, seed: int, where: Where = HERE
 ) -> AsyncIterator[Client]:
     """A plain SCTP association with ``streams`` streams, one message per request
-    (through the relay with ``faults``, seeded with ``seed``)."""
+    (through the relay with ``faults``, seeded with ``seed``), to the server ``where``
+    says."""
+    serving = partial(
+        serving_sctp, answer_messages, transport=transport, streams=streams, **where.options
+    )
     async with (
-        serving_sctp(answer_messages, transport=transport, streams=streams) as address,
-        _relay(address, faults, seed) as relay_port,
-        connect_sctp(address, transport=transport, streams=streams, udp_port_to=relay_port) as sctp,
+        _server(where, serving) as address,
+        _relay(where, address, faults, seed) as (host, relay_port),
+        connect_sctp(
+            address,
+            transport=transport,
+            streams=streams,
+            udp_port_to=relay_port,
+            host=host,
+            **where.options,
+        ) as sctp,
     ):
         yield MessagesClient(sctp, streams)
 

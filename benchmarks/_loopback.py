@@ -86,6 +86,7 @@ def serving_associations(
     transport: str,
     streams: int,
     host: str = LOOPBACK,
+    **options: Any,
 ) -> AbstractAsyncContextManager[Address]:
     """Serve trio-sctls associations on ``host`` while the ``async with`` lasts.
 
@@ -95,6 +96,7 @@ def serving_associations(
         transport: ``"udp"``, ``"kernel"`` or ``"memory"``.
         streams: outbound and most inbound streams, i.e. TLS channels.
         host: the address to listen on.
+        **options: more keyword arguments of ``serve`` (``rto_min=0.2``...).
 
     Returns:
         A context manager yielding the server's :class:`Address`.
@@ -106,6 +108,7 @@ def serving_associations(
         streams=streams,
         host=host,
         ssl_context=server_ctx,
+        **options,
     )
 
 
@@ -115,6 +118,7 @@ def serving_sctp(
     transport: str,
     streams: int,
     host: str = LOOPBACK,
+    **options: Any,
 ) -> AbstractAsyncContextManager[Address]:
     """Serve plain SCTP associations on ``host`` while the ``async with`` lasts.
 
@@ -123,11 +127,14 @@ def serving_sctp(
         transport: ``"udp"``, ``"kernel"`` or ``"memory"``.
         streams: outbound and most inbound streams.
         host: the address to listen on.
+        **options: more keyword arguments of ``serve_sctp``.
 
     Returns:
         A context manager yielding the server's :class:`Address`.
     """
-    return _serving(trio_sctls.serve_sctp, handler, transport=transport, streams=streams, host=host)
+    return _serving(
+        trio_sctls.serve_sctp, handler, transport=transport, streams=streams, host=host, **options
+    )
 
 
 def _client_options(
@@ -186,6 +193,7 @@ def connect_sctp(
     streams: int,
     udp_port_to: int | None = None,
     host: str = LOOPBACK,
+    **options: Any,
 ) -> AbstractAsyncContextManager[MessageTransport]:
     """``trio_sctls.open_sctp_association`` to a server on ``host``, the plain SCTP
     counterpart of :func:`connect_association` (arguments as there).
@@ -197,6 +205,7 @@ def connect_sctp(
         host,
         address.port,
         **_client_options(address, transport=transport, streams=streams, udp_port_to=udp_port_to),
+        **options,
     )
 
 

@@ -21,7 +21,8 @@ A benchmark module that runs this way defines, besides the convention of
   ``host``, ``task_status.started(info)`` with a JSON-able ``info`` (their ports), then
   serve until cancelled;
 * ``async def measure_peer(args, host, credentials, server, progress) -> dict``: connect
-  to the servers ``server`` (that ``info``) describes and measure.
+  to the servers ``server`` (that ``info``) describes and measure (``args.local`` is the
+  client's own address on the path).
 
 Both parse the same ``ARGS`` with the module's ``add_arguments`` (plus ``--quick``).
 """
@@ -45,6 +46,9 @@ import trio
 from ._common import ROOT, Progress, shout, write_credentials
 from ._netns import DEFAULT_MTU, NamespaceError, command_in, unavailable, veth_pair
 
+#: What a module's ``serve_peer`` reports its servers through, and its default.
+Started = trio.TaskStatus[dict[str, Any]]
+NOT_WATCHED: Started = trio.TASK_STATUS_IGNORED
 #: Seconds the server may take to start listening (imports included).
 SERVER_START_TIMEOUT = 60.0
 #: Seconds the server gets to exit once told to, before it is killed.
@@ -121,7 +125,11 @@ async def run_over_veth(
             if not line:
                 raise RuntimeError(f"{module} server exited before listening")
             client_argv = _command(
-                module, "client", pair.addr_a, credentials, "--server", line, "--", *arguments
+                module,
+                "client",
+                pair.addr_a,
+                credentials,
+                *("--server", line, "--local", pair.addr_b, "--", *arguments),
             )
             with trio.fail_after(time_limit):
                 client = await trio.run_process(
@@ -136,30 +144,57 @@ async def run_over_veth(
     return result
 
 
-async def run_over_veth_or_say_why(
+async def veth_or_why(
     module: str,
+    what: str,
     arguments: Sequence[str],
     progress: Progress,
     *,
-    mtu: int = DEFAULT_MTU,
+    mtu: int,
     time_limit: float,
 ) -> tuple[dict[str, Any] | None, str]:
-    """:func:`run_over_veth`, or, where namespaces cannot be made, a loud message on
-    standard error and no result: ``(result or None, netns_status)``, the status ``"ok"``
-    or why not (for the benchmark's ``netns_status``)."""
+    """:func:`run_over_veth` where namespaces can be made; else say so loudly.
+
+    Args:
+        module: the benchmark module's name.
+        what: what it measures, for the warning (``"THROUGHPUT"``).
+        arguments: the module's options, given to both ends.
+        progress: where to say what is happening.
+        mtu: the veth pair's MTU.
+        time_limit: seconds the client may take to measure.
+
+    Returns:
+        The client's result (``None`` if the pair could not be made) and the
+        ``netns_status`` to record: ``"ok"``, or why not.
+    """
     status = unavailable() or "ok"
+    result = None
     if status == "ok":
         try:
-            return await run_over_veth(
+            result = await run_over_veth(
                 module, arguments, progress, mtu=mtu, time_limit=time_limit
-            ), status
+            )
         except NamespaceError as exc:
             status = str(exc)
-    shout(
-        f"{module.upper()} OVER A VETH PAIR CANNOT RUN HERE ({status}):\n"
-        "only the loopback figures (one process) are measured."
-    )
-    return None, status
+    if status != "ok":
+        shout(
+            f"{what} OVER A VETH PAIR CANNOT RUN HERE ({status}):\n"
+            "only the loopback figures (one process) are measured."
+        )
+    return result, status
+
+
+def describe_paths(result: dict[str, Any]) -> list[str]:
+    """README lines: the paths a result was measured on, and why not the veth pair if
+    it could not be made."""
+    lines = [
+        "Paths: "
+        + "; ".join(f"**{path}**: {label}" for path, label in result.get("paths", {}).items())
+        + "."
+    ]
+    if result.get("netns_status", "ok") not in ("ok", "not asked"):
+        lines.append(f"No veth figures: {result['netns_status']}.")
+    return lines
 
 
 async def _read_line(stream: trio.abc.ReceiveStream) -> str:
@@ -220,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", required=True, help="the server's address")
     parser.add_argument("--credentials", type=Path, required=True)
     parser.add_argument("--server", help="(client) the server's first line")
+    parser.add_argument("--local", help="(client) this end's own address on the path")
     ours = parser.parse_args(own)
     module = _module(ours.module)
     module_parser = argparse.ArgumentParser(prog=f"benchmarks.{ours.module} ({ours.role})")

@@ -94,7 +94,7 @@ from benchmarks._common import (
 )
 from benchmarks._loopback import LOOPBACK, connect_association, serving_associations
 from benchmarks._netns import DEFAULT_MTU
-from benchmarks._peer import run_over_veth_or_say_why
+from benchmarks._peer import veth_or_why
 from benchmarks.throughput import parse_size
 from trio_sctls import Message, MessageTransport, SecureAssociation
 
@@ -334,8 +334,13 @@ async def _measure_paths(
     netns_status = "not asked"
     for path in args.paths:
         if path == "veth":
-            result, netns_status = await run_over_veth_or_say_why(
-                NAME, _peer_arguments(args), progress, mtu=args.mtu, time_limit=PEER_TIMEOUT
+            result, netns_status = await veth_or_why(
+                NAME,
+                "OVERHEAD",
+                _peer_arguments(args),
+                progress,
+                mtu=args.mtu,
+                time_limit=PEER_TIMEOUT,
             )
             if result is None:
                 continue

@@ -10,7 +10,15 @@ run with its own default options (or their ``--quick`` variants). A module that 
 exist yet is skipped with a message. Modules whose ``WHERE`` includes ``"vm"`` also run
 inside the QEMU VM of tests/vm/run_in_vm.py (Debian's kernel, real kernel SCTP), one boot
 per module; if the VM cannot run here that is reported loudly and the host results are
-kept (``--require-vm`` makes it an error).
+kept (``--require-vm`` makes it an error). A VM result then passes through the module's
+``finish`` on the host, if it has one (bootstrap intervals need numpy).
+
+The standard host path is a veth pair between two network namespaces (throughput,
+set-up and head-of-line run each end in its own process over it, loopback being the
+second column): that needs root. Without it each of those benchmarks says so loudly and
+measures loopback only; the run ends with one more warning and the README block leads
+with "LOOPBACK ONLY". The time each benchmark took is logged and kept in
+``results.json`` (``benchmarks.NAME.seconds``); a full run takes about 15 minutes.
 
 Output in ``--out`` (default ``benchmarks/results/``): ``results.json`` (every result,
 machine descriptions, the flat list of targets) and ``host/NAME*.png``, ``vm/NAME*.png``.
@@ -97,17 +105,23 @@ def write_plots(
     return paths
 
 
+def _value(item: dict[str, Any]) -> str:
+    """A target's value, with its 95 % interval where one was computed."""
+    ci = item.get("ci")
+    return f"{item['value']:g}" + (f" [{ci[0]:g}, {ci[1]:g}]" if ci else "")
+
+
 def target_table(targets: list[dict[str, Any]]) -> list[str]:
     """The targets as an aligned text table."""
     if not targets:
         return ["(no targets)"]
-    header = ("benchmark", "where", "target", "value", "wanted", "met")
+    header = ("benchmark", "where", "target", "value [95% CI]", "wanted", "met")
     rows = [
         (
             item["benchmark"],
             item["where"],
             item["name"],
-            f"{item['value']:g}",
+            _value(item),
             item["target"],
             "yes" if item["met"] else "NO",
         )
@@ -126,12 +140,30 @@ def _machine_line(info: dict[str, Any]) -> str:
     return f"{info['machine']}, Linux {info['kernel']}"
 
 
+#: The benchmarks whose standard host path is the veth pair (issue 11), and which record
+#: in ``netns_status`` whether it could be made.
+OVER_VETH = ("throughput", "handshakes", "hol")
+
+
+def loopback_only(results: dict[str, Any]) -> dict[str, str]:
+    """The benchmarks that measured loopback only on the host because the veth pair
+    could not be made, with why."""
+    out = {}
+    for name in OVER_VETH:
+        host = results["benchmarks"].get(name, {}).get("host")
+        if host is not None and host.get("netns_status", "ok") not in ("ok", "not asked"):
+            out[name] = str(host["netns_status"])
+    return out
+
+
 def readme_block(results: dict[str, Any], out: Path) -> str:
     """The markdown that goes between the README markers."""
     host = results["machine"].get("host", {})
     vm = results["machine"].get("vm")
+    minutes = results.get("seconds", 0) / 60
     lines = [
-        f"Latest full run (`scripts/bench`): {results['date']}, commit `{host.get('commit')}`.",
+        f"Latest full run (`scripts/bench`): {results['date']}, commit `{host.get('commit')}`, "
+        f"{minutes:.0f} minutes in all.",
         "",
         f"- Host: {_machine_line(host)}." if host else "- Host: not measured.",
         f"- VM (QEMU TCG, 1 vCPU, Debian's kernel with SCTP): {_machine_line(vm)}; Python "
@@ -142,22 +174,41 @@ def readme_block(results: dict[str, Any], out: Path) -> str:
         f"- Python {host.get('python')}, trio {host.get('trio')}, {host.get('openssl')}, "
         f"trio-sctls {host.get('trio_sctls')}.",
         "",
-        "Every figure is a ratio to trio's `SSLStream` over TCP measured in the same run "
-        "on the same path, same TLS version, cipher and certificate (ECDSA P-256), unless "
-        "its row says otherwise. On the host the standard path is a veth pair (MTU 1500) "
-        "between two network namespaces, server and client in processes of their own; "
-        "loopback in one process is the second. Targets:",
+    ]
+    missing = loopback_only(results)
+    if missing:
+        reasons = "; ".join(f"{name}: {why}" for name, why in missing.items())
+        lines += [
+            f"**LOOPBACK ONLY on the host: the veth pair could not be made ({reasons}). "
+            "These host figures are from 127.0.0.1 with both ends in one process, not from "
+            "the standard path.**",
+            "",
+        ]
+    else:
+        lines += [
+            "On the host the standard path is a veth pair (MTU 1500) between two network "
+            "namespaces, server and client in processes of their own; loopback (127.0.0.1, "
+            "one process) is the second column.",
+            "",
+        ]
+    lines += [
+        'Each row says what its value is a ratio to ("ratio to"), measured in the same '
+        "run on the same path, with the same TLS version, cipher and certificate (ECDSA "
+        "P-256). Values in brackets are 95 % bootstrap intervals. The host's head-of-line "
+        "rows are against ONE SCTP STREAM of our own, not TCP (the host kernel cannot "
+        "impair TCP); the VM's are against one TLS/TCP connection. Targets:",
         "",
-        "| benchmark | where | target | value | wanted | met |",
-        "|---|---|---|---:|---|---|",
+        "| benchmark | where | target | value [95% CI] | wanted | ratio to | met |",
+        "|---|---|---|---:|---|---|---|",
     ]
     for item in results["targets"]:
         lines.append(
-            f"| {item['benchmark']} | {item['where']} | {item['name']} | {item['value']:g} "
-            f"| {item['target']} | {'yes' if item['met'] else '**no**'} |"
+            f"| {item['benchmark']} | {item['where']} | {item['name']} | {_value(item)} "
+            f"| {item['target']} | {item.get('against') or '(see target)'} "
+            f"| {'yes' if item['met'] else '**no**'} |"
         )
     if not results["targets"]:
-        lines.append("| | | (none) | | | |")
+        lines.append("| | | (none) | | | | |")
     for name, entry in results["benchmarks"].items():
         module, _why = load(name)
         for place in ("host", "vm"):
@@ -269,19 +320,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failed = False
     for name, module in modules.items():
-        entry: dict[str, Any] = {"plots": {}}
+        entry: dict[str, Any] = {"plots": {}, "seconds": {}}
         results["benchmarks"][name] = entry
         places = [p for p in ("host", "vm") if p in where(module)]
         if not vm_ok:
             places = [p for p in places if p != "vm"]
         for place in places:
             progress.log(f"== {name} ({place}{', quick' if args.quick else ''})")
+            begun = time.monotonic()
             try:
                 if place == "host":
                     result = run_on_host(module, args.quick, progress)
                 else:
                     result = run_in_vm(name, ["--quick"] if args.quick else [])
                     results["machine"]["vm"] = result.get("machine")
+                    finish = getattr(module, "finish", None)
+                    if finish is not None:  # the host's part of a VM result (numpy)
+                        result = finish(result)
             except Exception:
                 error = traceback.format_exc()
                 results["errors"][f"{name} ({place})"] = error
@@ -294,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     failed = True
                 continue
             entry[place] = result
+            entry["seconds"][place] = round(time.monotonic() - begun, 1)
+            progress.log(f"== {name} ({place}): {entry['seconds'][place]} s")
             for item in result.get("targets", []):
                 results["targets"].append({"benchmark": name, "where": place, **item})
             try:
@@ -311,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(["", "Targets:", *target_table(results["targets"])]), flush=True)
     if results["skipped"]:
         print("Skipped: " + "; ".join(f"{k}: {v}" for k, v in results["skipped"].items()))
+    missing = loopback_only(results)
+    if missing:
+        shout(
+            "THE HOST FIGURES ARE LOOPBACK ONLY: the veth pair (the standard path) could not\n"
+            "be made: " + "; ".join(f"{name}: {why}" for name, why in missing.items())
+        )
     if full:
         if rewrite_readme(readme_block(results, out)):
             progress.log(f"updated the Performance section of {README}")

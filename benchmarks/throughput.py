@@ -26,9 +26,10 @@ for it; the negotiated cipher of both is recorded and must agree:
   the TLS/TCP baseline is measured in the same VM.
 
 Connections and associations are set up once, before the clock starts. One transfer
-moves ``min(--bytes, --messages x message size)`` bytes (host: 16 MiB / 8192 messages,
-so 8 MiB in 1 KiB writes; VM, where everything runs 14 to 190 times slower: 256
-messages, so 16 per channel with 16 channels). The client writes its share in
+moves ``min(--bytes, --messages x message size)`` bytes (host: 16 MiB / 4096 messages,
+so 4 MiB in 1 KiB writes, which keeps the suite within its time on two paths; VM, where
+everything runs 14 to 190 times slower: 256 messages, so 16 per channel with 16
+channels). The client writes its share in
 ``message``-size writes (one TLS record each, so one SCTP message each) on every channel
 at once; on loopback the clock runs from the first write until the server side (in this
 process) has read every byte, so the connections carry nothing but the data: no length
@@ -50,7 +51,7 @@ issue 4, with 16 channels: at least 0.9x on the kernel transport (in the VM), 0.
 the udp transport on loopback (1 KiB writes); issue 11, 16 KiB writes over udp: over the
 veth pair 0.5x with 16 channels and 0.4x with one, on loopback 0.8x with 16.
 
-    python -m benchmarks.throughput [--quick] [--bytes 16MiB] [--messages 8192] [--rounds 5]
+    python -m benchmarks.throughput [--quick] [--bytes 16MiB] [--messages 4096] [--rounds 5]
         [--channels 1 4 16] [--sizes 1024 16384] [--tls 1.3] [--transport udp]
         [--paths veth loopback] [--mtu 1500] [--profile FILE] [--json out.json]
         [--plots DIR]
@@ -77,7 +78,6 @@ from benchmarks._common import (
     profile_report,
     pyplot,
     save_figure,
-    shout,
     target,
 )
 from benchmarks._loopback import (
@@ -87,9 +87,8 @@ from benchmarks._loopback import (
     serving_associations,
     serving_tls_over_tcp,
 )
-from benchmarks._netns import DEFAULT_MTU, NamespaceError
-from benchmarks._netns import unavailable as netns_unavailable
-from benchmarks._peer import run_over_veth
+from benchmarks._netns import DEFAULT_MTU
+from benchmarks._peer import describe_paths, veth_or_why
 from benchmarks._transfer import Link, Sink, answer_transfers, transfer
 from trio_sctls import SecureAssociation
 
@@ -145,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--messages",
         type=int,
-        help="most messages per transfer (default 8192 on the host, 256 in the VM; 128 with "
+        help="most messages per transfer (default 4096 on the host, 256 in the VM; 128 with "
         "--quick): small writes move fewer bytes in the same time",
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 5; 1 with --quick)")
@@ -322,7 +321,7 @@ def sctp_counters() -> dict[str, int]:
 def _defaults(args: argparse.Namespace) -> tuple[int, int, int, str]:
     quick = getattr(args, "quick", False)
     nbytes = args.bytes or (256 * 1024 if quick else (4 << 20) if IN_VM else (16 << 20))
-    messages = args.messages or (128 if quick else 256 if IN_VM else 8192)
+    messages = args.messages or (128 if quick else 256 if IN_VM else 4096)
     rounds = args.rounds or (1 if quick else 5)
     transport = args.transport or ("kernel" if IN_VM else "udp")
     return nbytes, messages, rounds, transport
@@ -350,24 +349,16 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
     netns_status = "not asked"
     for path in _paths(args):
         if path == "veth":
-            netns_status = netns_unavailable() or "ok"
-            if netns_status != "ok":
-                shout(
-                    f"THROUGHPUT OVER A VETH PAIR CANNOT RUN HERE ({netns_status}):\n"
-                    "only the loopback figures (one process) are measured."
-                )
-                continue
-            try:
-                results[path] = await run_over_veth(
-                    NAME,
-                    _peer_arguments(args),
-                    progress,
-                    mtu=args.mtu,
-                    time_limit=PEER_TIMEOUT_QUICK if args.quick else PEER_TIMEOUT,
-                )
-            except NamespaceError as exc:
-                netns_status = str(exc)
-                shout(f"THROUGHPUT OVER A VETH PAIR FAILED TO START ({exc}):\nloopback only.")
+            veth, netns_status = await veth_or_why(
+                NAME,
+                "THROUGHPUT",
+                _peer_arguments(args),
+                progress,
+                mtu=args.mtu,
+                time_limit=PEER_TIMEOUT_QUICK if args.quick else PEER_TIMEOUT,
+            )
+            if veth is not None:
+                results[path] = veth
         else:
             results[path] = await _measure_here(args, progress)
     rows = []
@@ -531,6 +522,7 @@ def _targets(rows: list[dict[str, Any]], transport: str) -> list[dict[str, Any]]
                     "writes / one TLS/TCP connection on the same path",
                     row["ratio"],
                     limit,
+                    against=f"one TLS/TCP connection (trio SSLStream) over {path}, same run",
                 )
             )
     return targets
@@ -556,12 +548,9 @@ def summarize(result: dict[str, Any]) -> list[str]:
         f"trio-sctls over the `{result['transport']}` transport, TLS {result['tls']} "
         f"({result['cipher']}): aggregate throughput as a ratio to one TLS/TCP connection "
         "on the same path (and in MiB/s), median of "
-        f"{result['rounds']} rounds. Paths: "
-        + "; ".join(f"**{path}**: {label}" for path, label in result.get("paths", {}).items())
-        + ".",
+        f"{result['rounds']} rounds.",
+        *describe_paths(result),
     ]
-    if result.get("netns_status", "ok") not in ("ok", "not asked"):
-        lines.append(f"No veth figures: {result['netns_status']}.")
     lines += [
         "",
         "| channels | "

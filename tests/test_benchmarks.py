@@ -12,14 +12,18 @@ import subprocess
 import sys
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmarks import _netns, run, throughput
+from benchmarks import _netns, _peer, run, throughput
 from benchmarks._common import Progress
 
 #: The benchmarks whose standard host scenario is the veth pair (issue 11).
-OVER_VETH = ("throughput", "handshakes")
+OVER_VETH = run.OVER_VETH
+#: ... and those whose quick run keeps the loopback column too (hol's quick run measures
+#: one path: the veth pair where it can be made).
+WITH_LOOPBACK = ("throughput", "handshakes")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +65,7 @@ def test_quick_suite_writes_results_and_plots(tmp_path: Path) -> None:
     for name in OVER_VETH:
         host = results["benchmarks"][name]["host"]
         paths = {row["path"] for row in host["rows"]}
-        assert "loopback" in paths, name
+        assert "loopback" in paths or name not in WITH_LOOPBACK, name
         if why_not is None:
             assert host["netns_status"] == "ok", (name, host["netns_status"])
             assert "veth" in paths and "veth" in host["paths"], name
@@ -69,6 +73,14 @@ def test_quick_suite_writes_results_and_plots(tmp_path: Path) -> None:
             assert host["netns_status"] == why_not, name
             assert paths == {"loopback"}, name
             assert "CANNOT RUN HERE" in completed.stderr
+            assert "LOOPBACK ONLY" in completed.stderr
+    # Targets say what they are ratios to (the README shows "(see target)" for any that
+    # does not); head-of-line ratios carry intervals.
+    for item in results["targets"]:
+        assert item["benchmark"] not in ("throughput", "hol", "scale") or item["against"], item
+    hol_targets = [item for item in results["targets"] if item["benchmark"] == "hol"]
+    assert hol_targets and all(len(item["ci"]) == 2 for item in hol_targets)
+    assert all("not TCP" in item["against"] for item in hol_targets)
     # Quick runs never touch the README's figures.
     assert run.README.read_text() == readme_before
 
@@ -136,7 +148,7 @@ def test_a_dead_runs_namespaces_are_swept() -> None:
 async def test_without_namespaces_throughput_says_so_and_measures_loopback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(throughput, "netns_unavailable", lambda: "not root (pretend)")
+    monkeypatch.setattr(_peer, "unavailable", lambda: "not root (pretend)")
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     throughput.add_arguments(parser)
@@ -146,3 +158,55 @@ async def test_without_namespaces_throughput_says_so_and_measures_loopback(
     assert {row["path"] for row in result["rows"]} == {"loopback"}
     assert "CANNOT RUN HERE" in capsys.readouterr().err
     assert any("No veth figures" in line for line in throughput.summarize(result))
+
+
+def _fake_results(netns_status: str) -> dict[str, Any]:
+    host = {
+        "netns_status": netns_status,
+        "machine": {"date": "2026-12-03 07:00 UTC"},
+        "rows": [],
+    }
+    machine = {
+        "machine": "CPU, 2 cores",
+        "kernel": "6.1",
+        "python": "3.11.7",
+        "trio": "0.35.0",
+        "openssl": "OpenSSL 3.0",
+        "trio_sctls": "0.1.0",
+        "commit": "abc1234",
+    }
+    return {
+        "date": "2026-12-03 07:00 UTC",
+        "seconds": 840.0,
+        "machine": {"host": machine},
+        "vm_status": "--no-vm",
+        "benchmarks": {"throughput": {"host": host, "plots": {}}},
+        "targets": [
+            {
+                "benchmark": "hol",
+                "where": "host",
+                "name": "p90",
+                "value": 0.5,
+                "ci": [0.4, 0.6],
+                "target": "<= 0.75",
+                "met": True,
+                "against": "one SCTP stream (ours, not TCP) over veth",
+            }
+        ],
+        "skipped": {},
+        "errors": {},
+    }
+
+
+def test_readme_block_gives_versions_commit_and_each_rows_baseline(tmp_path: Path) -> None:
+    block = run.readme_block(_fake_results("ok"), tmp_path)
+    for text in ("commit `abc1234`", "Python 3.11.7", "trio 0.35.0", "OpenSSL 3.0", "14 minutes"):
+        assert text in block, text
+    assert "| 0.5 [0.4, 0.6] | <= 0.75 | one SCTP stream (ours, not TCP) over veth | yes |" in block
+    assert "veth pair (MTU 1500)" in block and "LOOPBACK ONLY" not in block
+
+
+def test_readme_block_says_loudly_when_the_host_measured_loopback_only(tmp_path: Path) -> None:
+    block = run.readme_block(_fake_results("not root (network namespaces need root)"), tmp_path)
+    assert "**LOOPBACK ONLY on the host" in block
+    assert "throughput: not root" in block

@@ -3,7 +3,9 @@ benchmarks and experiments (loss, duplication, reordering, delay).
 
 ``async with impaired_link(server_address, ...) as link`` relays between one client and
 the server's UDP address: the client sends to ``link.address`` (``remote_udp_port=
-link.port``), the server sees the relay as its peer. Each direction has its own
+link.port``), the server sees the relay as its peer. The relay listens on loopback
+unless given a ``host`` (an address of this machine on a real path, so that the client
+and the server see a non-loopback peer, as they would across a network). Each direction has its own
 ``random.Random`` derived from the seed, so the same datagrams meet the same fate on
 every run: loss, duplication, reordering (a datagram is held back ``reorder_delay`` so
 later ones overtake it) and delay (``delay`` plus up to ``jitter``). Delays are Trio
@@ -82,13 +84,14 @@ class ImpairedLink:
         to_client: Faults,
         seed: int,
         hook: Hook | None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.server = server
         self.hook = hook
         self._front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # faces the client
         self._back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # faces the server
         for sock in (self._front, self._back):
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             sock.setblocking(False)
         self._back.connect(server)
         self.client: tuple[str, int] | None = None
@@ -213,6 +216,7 @@ async def impaired_link(
     to_client: Faults | None = None,
     seed: int = 0,
     hook: Hook | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[ImpairedLink]:
     """Relay to ``server`` with seeded faults while the block runs.
 
@@ -223,6 +227,7 @@ async def impaired_link(
         to_client: the faults from server to client.
         seed: makes the faults reproducible.
         hook: see the module docstring.
+        host: the IPv4 address the relay binds, both ways (loopback by default).
     """
     both = faults or Faults()
     link = ImpairedLink(
@@ -231,6 +236,7 @@ async def impaired_link(
         to_client=to_client or both,
         seed=seed,
         hook=hook,
+        host=host,
     )
     try:
         with unwrap_single_exception():

@@ -31,7 +31,7 @@ from trio_sctls.sctp import (
     ShutdownReceived,
     StreamResetDone,
 )
-from trio_sctls.transport.udp._batch import TrainSender
+from trio_sctls.transport.udp._batch import OFFLOAD_ENV, TrainSender
 
 from .kernel_udp import free_udp_port, kernel_sctp_over_udp
 
@@ -44,10 +44,11 @@ CONFIG = SCTPConfig(mtu=1200, rto_min=0.2, rto_initial=0.5, heartbeat_interval=1
 
 
 @pytest.fixture
-def udp() -> Iterator[tuple[TrainSender, tuple[str, int]]]:
+def udp(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TrainSender, tuple[str, int]]]:
     """Our UDP socket, sending as the udp transport does (through its TrainSender,
-    which sends no trains to an address of this host), and the kernel's SCTP-over-UDP
-    address (sysctls set, then restored)."""
+    trains allowed, which still sends none to an address of this host), and the
+    kernel's SCTP-over-UDP address (sysctls set, then restored)."""
+    monkeypatch.setenv(OFFLOAD_ENV, "on")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
@@ -157,7 +158,7 @@ def test_our_client_against_a_kernel_server(udp: tuple[TrainSender, tuple[str, i
     conn = _kernel_reads(big, client, out, kernel, accepted)
     # No trains to a kernel on this host: delivered locally, a train reaches Linux's
     # SCTP-over-UDP socket whole, which crashed Debian's 6.1 kernel (see udp/_batch.py).
-    assert out.send_calls == out.datagrams_sent
+    assert out.gso and out.send_calls == out.datagrams_sent
 
     answer = os.urandom(150_000)
     conn.sendall(answer)  # one 150 kB message from the kernel
