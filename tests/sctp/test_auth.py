@@ -18,7 +18,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.sctp.harness import Net, Node, chunks_of, connected, data_chunks, fast_config, pair, tap
+from tests.sctp.harness import (
+    Net,
+    Node,
+    chunks_of,
+    connected,
+    data_chunks,
+    fast_config,
+    lose_first_data,
+    pair,
+    tap,
+)
 from tests.sctp.test_fuzz_parsers import PARSERS
 from trio_sctls.sctp import (
     Association,
@@ -234,6 +244,55 @@ def test_key_switch_in_the_shape_of_rfc_6083() -> None:
     net.inject(1, forged)
     net.run_for(0.05)
     assert b.counters.unknown_key == before + 1
+
+
+def key_ids_on_the_wire(wire: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """For each DATA packet: the key its AUTH chunk names, and the payloads it carries."""
+    out = []
+    for d in wire:
+        if data_chunks(d):
+            (auth,) = [c for c in chunks_of(d) if isinstance(c, AuthChunk)]
+            out.append((auth.key_id, [c.user_data for c in data_chunks(d)]))
+    return out
+
+
+@pytest.mark.parametrize("lose_first", [False, True])
+def test_messages_keep_the_key_they_were_queued_under(lose_first: bool) -> None:
+    """RFC 6083's key switch, as DTLS drives it: the client queues the records that let
+    the server compute the new key (its key exchange and ChangeCipherSpec), then
+    activates that key and queues its Finished. The records queued before the switch
+    must travel, and be retransmitted, under the old key: signed with the new one they
+    would be dropped by a server that can only learn the new key by reading them (the
+    handshake then never completed). Only the Finished may be dropped."""
+    wire: list[bytes] = []
+    losing = lose_first_data()
+
+    def hook(i: int, d: bytes, now: float) -> list[bytes]:
+        passed = losing(i, d, now) if lose_first else [d]
+        if i == 0:
+            wire.extend(passed)
+        return passed
+
+    net = connected(pair(AUTH, hook=hook))
+    a, b = auth_of(net, 0), auth_of(net, 1)
+    secret = bytes(range(64))
+    net.a.assoc.send(b"key exchange", 0)
+    net.a.assoc.send(b"change cipher spec", 0)
+    a.add_key(1, secret)
+    a.activate_key(1)
+    net.a.assoc.send(b"finished", 0)
+    # The server reads what was delivered, and learns key 1 from the second message.
+    assert net.run_until(lambda: len(net.b.messages()) >= 2, 10)
+    assert net.b.messages()[:2] == [b"key exchange", b"change cipher spec"]
+    b.add_key(1, secret)
+    assert net.run_until(lambda: net.b.messages()[2:] == [b"finished"], 10)
+    sent = key_ids_on_the_wire(wire)
+    assert {key for key, payloads in sent if b"key exchange" in payloads} == {0}
+    assert {key for key, payloads in sent if b"change cipher spec" in payloads} == {0}
+    assert {key for key, payloads in sent if b"finished" in payloads} == {1}
+    assert b.counters.bad_hmac == 0
+    # The Finished alone: first sent and, after a loss, retransmitted with the rest.
+    assert b.counters.dropped_chunks == 2 * b.counters.unknown_key <= 4
 
 
 def build_data_signed_with(net: Net, key_id: int) -> bytes:

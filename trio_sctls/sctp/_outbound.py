@@ -88,6 +88,7 @@ class OutChunk:
         "fast_rtx_done",
         "flags",
         "in_flight",
+        "key_id",
         "misses",
         "ppid",
         "rtx",
@@ -101,7 +102,14 @@ class OutChunk:
     )
 
     def __init__(
-        self, tsn: int, stream: int, ssn: int, ppid: int, flags: int, data: memoryview
+        self,
+        tsn: int,
+        stream: int,
+        ssn: int,
+        ppid: int,
+        flags: int,
+        data: memoryview,
+        key_id: int = 0,
     ) -> None:
         self.tsn = tsn
         self.stream = stream
@@ -119,6 +127,10 @@ class OutChunk:
         self.rtx = False  # marked for retransmission
         self.fast_rtx_done = False  # Section 7.2.4: fast-retransmit a chunk only once
         self.misses = 0
+        #: The SCTP-AUTH key active when the message was queued: every transmission
+        #: of the chunk, retransmissions included, is signed with it (see
+        #: :attr:`SendSide.key_id`).
+        self.key_id = key_id
 
     def wire(self) -> bytes:
         """The DATA chunk's bytes."""
@@ -185,6 +197,12 @@ class SendSide:
         self._rtt_tsn: int | None = None
         self.t3_deadline: float | None = None
         self.probing = False  # zero window probing (Section 6.1, rule A)
+        #: The SCTP-AUTH shared key identifier active now (RFC 4895), stamped on each
+        #: chunk queued: a message is signed with the key that was active when the user
+        #: sent it, never with one activated later. RFC 6083 (DTLS over SCTP) depends
+        #: on it: the records that let the peer compute a new key must not travel (or
+        #: be retransmitted) under that key.
+        self.key_id = 0
 
     # -- queueing ----------------------------------------------------------------------
 
@@ -212,8 +230,9 @@ class SendSide:
         frag = self._frag
         tsn = self.next_tsn
         append = self._pending.append
+        key_id = self.key_id
         if n <= frag:
-            append(OutChunk(tsn, stream, ssn, ppid, u | FLAG_BEGIN | FLAG_END, view))
+            append(OutChunk(tsn, stream, ssn, ppid, u | FLAG_BEGIN | FLAG_END, view, key_id))
             self.next_tsn = tsn + 1
             return
         for offset in range(0, n, frag):
@@ -222,7 +241,7 @@ class SendSide:
                 flags |= FLAG_BEGIN
             if offset + frag >= n:
                 flags |= FLAG_END
-            append(OutChunk(tsn, stream, ssn, ppid, flags, view[offset : offset + frag]))
+            append(OutChunk(tsn, stream, ssn, ppid, flags, view[offset : offset + frag], key_id))
             tsn += 1
         self.next_tsn = tsn
 

@@ -106,10 +106,7 @@ class MemoryAuthKeys:
 
     def verify(self, signature: Signature | None) -> bool:
         """Whether a message with ``signature`` is accepted; counts it if not."""
-        if (
-            signature is not None
-            and self._keys.get(signature.key_id) == signature.secret
-        ):
+        if signature is not None and self._keys.get(signature.key_id) == signature.secret:
             return True
         self.dropped += 1
         return False
