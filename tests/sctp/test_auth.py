@@ -18,17 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.sctp.harness import (
-    Net,
-    Node,
-    chunks_of,
-    connected,
-    data_chunks,
-    fast_config,
-    lose_first_data,
-    pair,
-    tap,
-)
+from tests.sctp.harness import Net, Node, chunks_of, connected, data_chunks, fast_config, pair, tap
 from tests.sctp.test_fuzz_parsers import PARSERS
 from trio_sctls.sctp import (
     Association,
@@ -265,13 +255,16 @@ def test_messages_keep_the_key_they_were_queued_under(lose_first: bool) -> None:
     would be dropped by a server that can only learn the new key by reading them (the
     handshake then never completed). Only the Finished may be dropped."""
     wire: list[bytes] = []
-    losing = lose_first_data()
+    lost: list[bytes] = []
 
     def hook(i: int, d: bytes, now: float) -> list[bytes]:
-        passed = losing(i, d, now) if lose_first else [d]
-        if i == 0:
-            wire.extend(passed)
-        return passed
+        if i != 0:
+            return [d]
+        if lose_first and not lost and data_chunks(d):
+            lost.append(d)
+            return []
+        wire.append(d)
+        return [d]
 
     net = connected(pair(AUTH, hook=hook))
     a, b = auth_of(net, 0), auth_of(net, 1)
@@ -290,6 +283,7 @@ def test_messages_keep_the_key_they_were_queued_under(lose_first: bool) -> None:
     assert {key for key, payloads in sent if b"key exchange" in payloads} == {0}
     assert {key for key, payloads in sent if b"change cipher spec" in payloads} == {0}
     assert {key for key, payloads in sent if b"finished" in payloads} == {1}
+    assert [key for key, _ in key_ids_on_the_wire(lost)] == ([0] if lose_first else [])
     assert b.counters.bad_hmac == 0
     # The Finished alone: first sent and, after a loss, retransmitted with the rest.
     assert b.counters.dropped_chunks == 2 * b.counters.unknown_key <= 4
