@@ -289,6 +289,23 @@ def test_messages_keep_the_key_they_were_queued_under(lose_first: bool) -> None:
     assert b.counters.dropped_chunks == 2 * b.counters.unknown_key <= 4
 
 
+def test_a_message_held_by_a_stream_reset_keeps_its_key() -> None:
+    """A message sent while its stream is being reset waits (RFC 6525): it leaves under
+    the key active when it was sent, not under one activated meanwhile."""
+    wire: list[bytes] = []
+    net = connected(pair(AUTH, hook=tap(lambda i, d, now: wire.append(d) if i == 0 else None)))
+    a, b = auth_of(net, 0), auth_of(net, 1)
+    net.a.assoc.reset_streams([1], net.now)
+    net.a.assoc.send(b"held", 1)
+    for keys in (a, b):
+        keys.add_key(1, b"k" * 64)
+    a.activate_key(1)
+    net.a.assoc.send(b"after the switch", 2)
+    assert net.run_until(lambda: len(net.b.messages()) == 2, 10)
+    sent = {payloads[0]: key for key, payloads in key_ids_on_the_wire(wire)}
+    assert sent == {b"held": 0, b"after the switch": 1}
+
+
 def build_data_signed_with(net: Net, key_id: int) -> bytes:
     """A DATA packet for the server as if signed with ``key_id`` (a key it deleted)."""
     client = net.a.assoc

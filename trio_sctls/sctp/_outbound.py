@@ -164,7 +164,8 @@ class SackResult:
 class _Held:
     """Messages sent on a stream whose reset is in progress (RFC 6525, Section 5.1.2)."""
 
-    messages: list[tuple[bytes, int, bool]] = field(default_factory=list)
+    #: (data, ppid, unordered, the SCTP-AUTH key it was sent under).
+    messages: list[tuple[bytes, int, bool, int]] = field(default_factory=list)
 
 
 class SendSide:
@@ -216,7 +217,7 @@ class SendSide:
         self.queued_bytes += len(data)
         held = self._held.get(stream)
         if held is not None:
-            held.messages.append((data, ppid, unordered))
+            held.messages.append((data, ppid, unordered, self.key_id))
             return
         if unordered:
             ssn = 0
@@ -258,9 +259,12 @@ class SendSide:
                 self._ssn[s] = 0
             held = self._held.pop(s, None)
             if held is not None:
-                for data, ppid, unordered in held.messages:
+                key_id = self.key_id
+                for data, ppid, unordered, held_key in held.messages:
                     self.queued_bytes -= len(data)
+                    self.key_id = held_key
                     self.enqueue(data, s, ppid, unordered)
+                self.key_id = key_id
 
     @property
     def has_pending(self) -> bool:
