@@ -236,6 +236,76 @@ def test_key_switch_in_the_shape_of_rfc_6083() -> None:
     assert b.counters.unknown_key == before + 1
 
 
+def key_ids_on_the_wire(wire: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """For each DATA packet: the key its AUTH chunk names, and the payloads it carries."""
+    out = []
+    for d in wire:
+        if data_chunks(d):
+            (auth,) = [c for c in chunks_of(d) if isinstance(c, AuthChunk)]
+            out.append((auth.key_id, [c.user_data for c in data_chunks(d)]))
+    return out
+
+
+@pytest.mark.parametrize("lose_first", [False, True])
+def test_messages_keep_the_key_they_were_queued_under(lose_first: bool) -> None:
+    """RFC 6083's key switch, as DTLS drives it: the client queues the records that let
+    the server compute the new key (its key exchange and ChangeCipherSpec), then
+    activates that key and queues its Finished. The records queued before the switch
+    must travel, and be retransmitted, under the old key: signed with the new one they
+    would be dropped by a server that can only learn the new key by reading them (the
+    handshake then never completed). Only the Finished may be dropped."""
+    wire: list[bytes] = []
+    lost: list[bytes] = []
+
+    def hook(i: int, d: bytes, now: float) -> list[bytes]:
+        if i != 0:
+            return [d]
+        if lose_first and not lost and data_chunks(d):
+            lost.append(d)
+            return []
+        wire.append(d)
+        return [d]
+
+    net = connected(pair(AUTH, hook=hook))
+    a, b = auth_of(net, 0), auth_of(net, 1)
+    secret = bytes(range(64))
+    net.a.assoc.send(b"key exchange", 0)
+    net.a.assoc.send(b"change cipher spec", 0)
+    a.add_key(1, secret)
+    a.activate_key(1)
+    net.a.assoc.send(b"finished", 0)
+    # The server reads what was delivered, and learns key 1 from the second message.
+    assert net.run_until(lambda: len(net.b.messages()) >= 2, 10)
+    assert net.b.messages()[:2] == [b"key exchange", b"change cipher spec"]
+    b.add_key(1, secret)
+    assert net.run_until(lambda: net.b.messages()[2:] == [b"finished"], 10)
+    sent = key_ids_on_the_wire(wire)
+    assert {key for key, payloads in sent if b"key exchange" in payloads} == {0}
+    assert {key for key, payloads in sent if b"change cipher spec" in payloads} == {0}
+    assert {key for key, payloads in sent if b"finished" in payloads} == {1}
+    assert [key for key, _ in key_ids_on_the_wire(lost)] == ([0] if lose_first else [])
+    assert b.counters.bad_hmac == 0
+    # The Finished alone: first sent and, after a loss, retransmitted with the rest.
+    assert b.counters.dropped_chunks == 2 * b.counters.unknown_key <= 4
+
+
+def test_a_message_held_by_a_stream_reset_keeps_its_key() -> None:
+    """A message sent while its stream is being reset waits (RFC 6525): it leaves under
+    the key active when it was sent, not under one activated meanwhile."""
+    wire: list[bytes] = []
+    net = connected(pair(AUTH, hook=tap(lambda i, d, now: wire.append(d) if i == 0 else None)))
+    a, b = auth_of(net, 0), auth_of(net, 1)
+    net.a.assoc.reset_streams([1], net.now)
+    net.a.assoc.send(b"held", 1)
+    for keys in (a, b):
+        keys.add_key(1, b"k" * 64)
+    a.activate_key(1)
+    net.a.assoc.send(b"after the switch", 2)
+    assert net.run_until(lambda: len(net.b.messages()) == 2, 10)
+    sent = {payloads[0]: key for key, payloads in key_ids_on_the_wire(wire)}
+    assert sent == {b"held": 0, b"after the switch": 1}
+
+
 def build_data_signed_with(net: Net, key_id: int) -> bytes:
     """A DATA packet for the server as if signed with ``key_id`` (a key it deleted)."""
     client = net.a.assoc

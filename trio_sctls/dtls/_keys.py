@@ -7,10 +7,21 @@ followed by 1: key 0, the empty key of RFC 4895, is never reused). Each end
 
 1. installs the new key as soon as it can compute it (when it writes its own
    ChangeCipherSpec or reads the peer's, whichever comes first: both happen after the
-   handshake's master secret exists, and before the peer's Finished arrives);
+   handshake's master secret exists);
 2. makes it the active key just before it sends its Finished message;
 3. retires (deactivates, then deletes) the old key once it has both sent its Finished
    and received the peer's: from then on neither end sends under the old key.
+
+What this relies on from SCTP: a message keeps the key that was active when it was
+sent (:class:`~trio_sctls.transport.AuthKeys`). The records that let the peer compute
+the new key (the key exchange, the ChangeCipherSpec) are sent before step 2, so they
+travel, and are retransmitted, under the old key, which the peer holds. Signed with the
+new key they would be dropped by a peer that can learn it only by reading them, on
+every retransmission: the handshake would hang. Only the Finished travels under the new
+key, and the peer's SCTP checks it on arrival, possibly before the peer's DTLS layer
+has read the ChangeCipherSpec: it is then dropped once and retransmitted after an RTO,
+when the peer holds the key. RFC 6083 leaves no earlier moment to switch (section 4.7
+puts the switch before the Finished, and the peer sends nothing we could wait for).
 """
 
 from __future__ import annotations

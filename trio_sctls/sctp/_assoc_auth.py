@@ -69,9 +69,13 @@ class AuthMixin(AssociationBase):
         cookie = CookieState.open(echo.cookie, self._secret, self._context)
         return from_cookie_blob(cookie.auth) if cookie is not None else None
 
-    def _auth_sign(self, packets: list[bytes]) -> list[bytes]:
-        """``packets`` with AUTH chunks where the peer asked for them."""
+    def _auth_sign(self, packets: list[bytes], keys: dict[int, int] | None = None) -> list[bytes]:
+        """``packets`` with AUTH chunks where the peer asked for them: packet number
+        ``i`` signed with key ``keys[i]`` if given (the key its DATA was queued
+        under), the others with the active key."""
         auth = self._auth
         if auth is None:
             return packets
-        return [auth.sign(p) for p in packets]
+        if not keys:
+            return [auth.sign(p) for p in packets]
+        return [auth.sign(p, keys.get(i)) for i, p in enumerate(packets)]

@@ -136,6 +136,9 @@ class Association(HandshakeMixin, PathMTUMixin):
             raise LocalProtocolError("SCTP cannot send an empty message")
         if len(data) > self.config.max_message_size:
             raise LocalProtocolError(f"message of {len(data)} bytes above max_message_size")
+        auth = self._auth
+        if auth is not None:
+            send.key_id = auth.active_key_id
         send.enqueue(bytes(data), stream, ppid & _M32, unordered)
 
     def consumed(self, nbytes: int) -> None:
@@ -608,26 +611,37 @@ class Association(HandshakeMixin, PathMTUMixin):
             self._packets_unacked = 0
         if self._control:
             buf = _bundle(self._control, buf, header, limit, out)
+        # The SCTP-AUTH key of each packet that carries DATA (by index in ``out``):
+        # a packet holds chunks of one key only (see SendSide.key_id).
+        keys: dict[int, int] = {}
         if data_flows:
             sent_any = False
             next_chunk = send.next_chunk
             header_size = len(header)
+            key_id: int | None = None
             while (ch := next_chunk(now)) is not None:
-                if len(buf) + ch.wire_size > limit and len(buf) > header_size:
+                if len(buf) > header_size and (
+                    len(buf) + ch.wire_size > limit or (key_id is not None and ch.key_id != key_id)
+                ):
+                    if key_id is not None:
+                        keys[len(out)] = key_id
                     out.append(finish_packet(buf))
                     send.packet_done()
                     buf = bytearray(header)
+                key_id = ch.key_id
                 ch.write_to(buf)
                 sent_any = True
             send.packet_done()
             if sent_any:
                 self._rearm_heartbeat(now)
                 self._pmtud.on_data_sent()
+            if key_id is not None and len(buf) > header_size:
+                keys[len(out)] = key_id
         if self._trailing:
             buf = _bundle(self._trailing, buf, header, limit, out)
         if len(buf) > len(header):
             out.append(finish_packet(buf))
-        return self._sized_datagrams(self._auth_sign(out), now)
+        return self._sized_datagrams(self._auth_sign(out, keys), now)
 
     # == the state machine ======================================================================
 

@@ -307,9 +307,12 @@ class AssociationAuth:
 
     # -- sending ----------------------------------------------------------------------
 
-    def sign(self, packet: bytes) -> bytes:
+    def sign(self, packet: bytes, key_id: int | None = None) -> bytes:
         """``packet`` with an AUTH chunk before its first chunk the peer wants
-        authenticated (unchanged if it has none), checksum redone."""
+        authenticated (unchanged if it has none), checksum redone.
+
+        ``key_id`` is the key its DATA was queued under; a key deleted since (the user
+        asked for it) gives way to the active key, as nothing else can sign it."""
         types = self._sign_types
         if not types:
             return packet
@@ -325,9 +328,11 @@ class AssociationAuth:
                 return packet
             offset += (length + 3) & ~3
         hmac_id, active = self.hmac_id, self._active
+        if key_id is not None and key_id in self._keys:
+            active = key_id
         size = HMACS[hmac_id][1]
         mac = self._mac(active, hmac_id)
-        assert mac is not None  # the active key cannot be deleted
+        assert mac is not None  # the active key cannot be deleted, the other one is held
         view = memoryview(packet)
         head = _AUTH_HEADER.pack(AuthChunk.CODE, 0, 8 + size, active, hmac_id)
         mac.update(head)

@@ -88,6 +88,7 @@ class OutChunk:
         "fast_rtx_done",
         "flags",
         "in_flight",
+        "key_id",
         "misses",
         "ppid",
         "rtx",
@@ -101,7 +102,14 @@ class OutChunk:
     )
 
     def __init__(
-        self, tsn: int, stream: int, ssn: int, ppid: int, flags: int, data: memoryview
+        self,
+        tsn: int,
+        stream: int,
+        ssn: int,
+        ppid: int,
+        flags: int,
+        data: memoryview,
+        key_id: int = 0,
     ) -> None:
         self.tsn = tsn
         self.stream = stream
@@ -119,6 +127,10 @@ class OutChunk:
         self.rtx = False  # marked for retransmission
         self.fast_rtx_done = False  # Section 7.2.4: fast-retransmit a chunk only once
         self.misses = 0
+        #: The SCTP-AUTH key active when the message was queued: every transmission
+        #: of the chunk, retransmissions included, is signed with it (see
+        #: :attr:`SendSide.key_id`).
+        self.key_id = key_id
 
     def wire(self) -> bytes:
         """The DATA chunk's bytes."""
@@ -152,7 +164,8 @@ class SackResult:
 class _Held:
     """Messages sent on a stream whose reset is in progress (RFC 6525, Section 5.1.2)."""
 
-    messages: list[tuple[bytes, int, bool]] = field(default_factory=list)
+    #: (data, ppid, unordered, the SCTP-AUTH key it was sent under).
+    messages: list[tuple[bytes, int, bool, int]] = field(default_factory=list)
 
 
 class SendSide:
@@ -185,6 +198,12 @@ class SendSide:
         self._rtt_tsn: int | None = None
         self.t3_deadline: float | None = None
         self.probing = False  # zero window probing (Section 6.1, rule A)
+        #: The SCTP-AUTH shared key identifier active now (RFC 4895), stamped on each
+        #: chunk queued: a message is signed with the key that was active when the user
+        #: sent it, never with one activated later. RFC 6083 (DTLS over SCTP) depends
+        #: on it: the records that let the peer compute a new key must not travel (or
+        #: be retransmitted) under that key.
+        self.key_id = 0
 
     @property
     def packet_size(self) -> int:
@@ -232,7 +251,7 @@ class SendSide:
                 if offset + frag >= n:
                     flags |= ch.flags & FLAG_END
                 piece = ch.data[offset : offset + frag]
-                recut.append(OutChunk(tsn, ch.stream, ch.ssn, ch.ppid, flags, piece))
+                recut.append(OutChunk(tsn, ch.stream, ch.ssn, ch.ppid, flags, piece, ch.key_id))
                 tsn += 1
         self._pending = recut
         self.next_tsn = tsn
@@ -249,7 +268,7 @@ class SendSide:
         self.queued_bytes += len(data)
         held = self._held.get(stream)
         if held is not None:
-            held.messages.append((data, ppid, unordered))
+            held.messages.append((data, ppid, unordered, self.key_id))
             return
         if unordered:
             ssn = 0
@@ -263,8 +282,9 @@ class SendSide:
         frag = self._frag
         tsn = self.next_tsn
         append = self._pending.append
+        key_id = self.key_id
         if n <= frag:
-            append(OutChunk(tsn, stream, ssn, ppid, u | FLAG_BEGIN | FLAG_END, view))
+            append(OutChunk(tsn, stream, ssn, ppid, u | FLAG_BEGIN | FLAG_END, view, key_id))
             self.next_tsn = tsn + 1
             return
         for offset in range(0, n, frag):
@@ -273,7 +293,7 @@ class SendSide:
                 flags |= FLAG_BEGIN
             if offset + frag >= n:
                 flags |= FLAG_END
-            append(OutChunk(tsn, stream, ssn, ppid, flags, view[offset : offset + frag]))
+            append(OutChunk(tsn, stream, ssn, ppid, flags, view[offset : offset + frag], key_id))
             tsn += 1
         self.next_tsn = tsn
 
@@ -290,9 +310,12 @@ class SendSide:
                 self._ssn[s] = 0
             held = self._held.pop(s, None)
             if held is not None:
-                for data, ppid, unordered in held.messages:
+                key_id = self.key_id
+                for data, ppid, unordered, held_key in held.messages:
                     self.queued_bytes -= len(data)
+                    self.key_id = held_key
                     self.enqueue(data, s, ppid, unordered)
+                self.key_id = key_id
 
     @property
     def has_pending(self) -> bool:

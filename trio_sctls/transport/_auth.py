@@ -17,7 +17,11 @@ class AuthKeys(Protocol):
 
     Key identifiers are 0..65535 (RFC 4895 section 4.1). Key 0 with an empty secret
     exists from the start, as RFC 4895 section 6.1 requires; chunks in the
-    authenticated list are signed with the active key and accepted under any key that
+    authenticated list are signed with the key that was active when their message was
+    sent, on every transmission, retransmissions included (Linux keeps a key per chunk;
+    our core and the memory transport do the same): a message sent before a key switch
+    never travels under the new key, which matters to DTLS over SCTP, whose peer learns
+    the new key only by reading those messages. They are accepted under any key that
     is not deleted (a deactivated key no longer signs, but still checks what arrives
     until it is deleted, as RFC 6458 section 8.3.4 has it). Misuse (an unknown key
     identifier, deactivating or deleting the active key, replacing it) raises
@@ -34,7 +38,8 @@ class AuthKeys(Protocol):
         ...
 
     def activate_key(self, key_id: int) -> None:
-        """Sign what we send from now on with ``key_id``, which must have been added."""
+        """Sign the messages sent from now on with ``key_id``, which must have been
+        added (those sent before keep their key)."""
         ...
 
     def deactivate_key(self, key_id: int) -> None:
