@@ -24,8 +24,14 @@ import trio
 from .. import TransportOptions
 from .._options import TransportName
 from ..transport import Message
-from .certs import DEMO_SERVER_NAME, _demo_paths
-from .demo import TRANSPORT_DESCRIPTIONS, pattern, resolve
+from .certs import _demo_paths
+from .demo import (
+    TRANSPORT_DESCRIPTIONS,
+    demo_client,
+    demo_server_options,
+    pattern,
+    resolve,
+)
 from .peer import LineMode, Mode, connected_within, parse_line, status, stdin_lines
 
 if TYPE_CHECKING:
@@ -200,12 +206,7 @@ async def run_demo(*, streams: int, size: int, transport: TransportName, port: i
 
     concrete = resolve(transport)
     status(f"transport: {TRANSPORT_DESCRIPTIONS[concrete]}, DTLS over SCTP (RFC 6083)")
-    options = TransportOptions(
-        transport=concrete,
-        outbound_streams=streams,
-        max_inbound_streams=streams,
-        udp_port=0 if concrete == "udp" else None,
-    )
+    options = demo_server_options(concrete, streams)
     with _demo_paths("server.pem", "server.key", "ca.pem") as (cert, key, ca):
         server_context = create_dtls_context(server_side=True, certfile=cert, keyfile=key)
         client_ctx = create_dtls_context(cafile=ca)
@@ -216,20 +217,8 @@ async def run_demo(*, streams: int, size: int, transport: TransportName, port: i
         listener = await start_server(
             nursery, echo_messages, port, server_context, "127.0.0.1", options
         )
-        client_options = TransportOptions(
-            transport=concrete,
-            outbound_streams=streams,
-            max_inbound_streams=streams,
-            remote_udp_port=listener.udp_port,
-        )
         started = time.perf_counter()
-        async with open_dtls_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_ctx,
-            server_hostname=DEMO_SERVER_NAME,
-            transport_options=client_options,
-        ) as association:
+        async with demo_client(open_dtls_association, listener, client_ctx, options) as association:
             status(f"handshake in {time.perf_counter() - started:.3f} s: {_described(association)}")
             expected = {row.stream: pattern(row.stream, size) for row in rows}
             received = {row.stream: bytearray() for row in rows}
