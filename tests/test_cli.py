@@ -158,18 +158,16 @@ def test_demo_certs_writes_a_ca_and_the_certificates_it_signed(certs: Path) -> N
     assert "DO NOT TRUST" in (certs / "ca.pem").read_text()
 
 
-@pytest.mark.parametrize(
-    ("version", "secret"),
-    [("1.3", "CLIENT_HANDSHAKE_TRAFFIC_SECRET"), ("1.2", "CLIENT_RANDOM")],
-)
-async def test_lines_reach_the_stream_they_name_and_come_back_labelled(
-    certs: Path, tmp_path: Path, version: str, secret: str
-) -> None:
-    keylog = tmp_path / "keys.log"
-    async with udp_server(certs) as (server, port, udp_port):
-        extra = ["--streams", "4", "--tls", version, "--keylog", str(keylog)]
+@asynccontextmanager
+async def two_lines_round_trip(
+    certs: Path, server_extra: Sequence[str], client_extra: Sequence[str], *, label: str
+) -> AsyncIterator[trio.Process]:
+    """Start a server, send two lines from a client (one naming stream 3), check each
+    comes back labelled with its stream (and ``label``), stop both cleanly and yield
+    the stopped server (its output can still be read)."""
+    async with udp_server(certs, *server_extra) as (server, port, udp_port):
         async with running(
-            connect_args(certs, port, udp_port, *extra),
+            connect_args(certs, port, udp_port, *client_extra),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -179,8 +177,8 @@ async def test_lines_reach_the_stream_they_name_and_come_back_labelled(
             await client.stdin.send_all(b"3: to stream three\nto the default stream\n")
             # Streams are independent: the two replies may come back in either order.
             assert {await replies.next(), await replies.next()} == {
-                "[stream 3] to stream three",
-                "[stream 0] to the default stream",
+                f"[stream 3{label}] to stream three",
+                f"[stream 0{label}] to the default stream",
             }
             await client.stdin.aclose()  # end of input: the client closes and exits
             with trio.fail_after(STEP):
@@ -188,6 +186,19 @@ async def test_lines_reach_the_stream_they_name_and_come_back_labelled(
         server.send_signal(signal.SIGTERM)
         with trio.fail_after(STEP):
             assert await server.wait() == 0
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("version", "secret"),
+    [("1.3", "CLIENT_HANDSHAKE_TRAFFIC_SECRET"), ("1.2", "CLIENT_RANDOM")],
+)
+async def test_lines_reach_the_stream_they_name_and_come_back_labelled(
+    certs: Path, tmp_path: Path, version: str, secret: str
+) -> None:
+    keylog = tmp_path / "keys.log"
+    extra = ["--streams", "4", "--tls", version, "--keylog", str(keylog)]
+    async with two_lines_round_trip(certs, [], extra, label="") as server:
         assert server.stdout is not None
         printed = Lines(server.stdout)
         await printed.until(r"^\[#1 stream 3\] to stream three$")

@@ -12,8 +12,6 @@ The kernel rows run in the VM like the other kernel tests (``-m kernel``).
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
@@ -31,7 +29,7 @@ from trio_sctls.dtls import (
 )
 
 from .conftest import SERVER_NAME
-from .test_cli import STEP, Lines, certs, connect_args, running, udp_server
+from .test_cli import certs, two_lines_round_trip
 from .test_dtls import pems
 
 __all__ = ["certs", "pems"]  # the fixtures, re-used
@@ -121,23 +119,6 @@ async def test_a_client_trusting_another_ca_fails_and_the_server_serves_on(
 
 
 async def test_the_command_line_serves_and_connects_with_dtls(certs: Path) -> None:
-    async with udp_server(certs, "--dtls") as (server, port, udp_port):
-        async with running(
-            connect_args(certs, port, udp_port, "--dtls", "--ppid", "47"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as client:
-            assert client.stdin is not None and client.stdout is not None
-            replies = Lines(client.stdout)
-            await client.stdin.send_all(b"3: to stream three\nto the default stream\n")
-            assert {await replies.next(), await replies.next()} == {
-                "[stream 3 ppid 47] to stream three",
-                "[stream 0 ppid 47] to the default stream",
-            }
-            await client.stdin.aclose()
-            with trio.fail_after(STEP):
-                assert await client.wait() == 0
-        server.send_signal(signal.SIGTERM)
-        with trio.fail_after(STEP):
-            assert await server.wait() == 0
+    extra = ["--dtls", "--ppid", "47"]
+    async with two_lines_round_trip(certs, ["--dtls"], extra, label=" ppid 47"):
+        pass

@@ -10,9 +10,9 @@ over the whole object when both are given; either way they are validated once, i
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal, Unpack, cast
+from typing import Literal, Unpack
 
 import trio
 
@@ -21,30 +21,23 @@ from ._listeners import SecureListener, secure_listener, serve_until_cancelled
 from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     AssociationOptions,
+    Hosts,
     PlainClientKeywords,
     PlainServerKeywords,
     SecureKeywords,
     SecureServerKeywords,
-    ServerKeywords,
     ServerOptions,
     TransportKeywords,
     TransportName,
     TransportOptions,
     check_keywords,
+    host_tuple,
     make_association_options,
-    make_server_options,
     make_transport_options,
+    split_server_keywords,
 )
 from .transport import MessageListener, MessageTransport
 from .transport._registry import kernel_sctp_available, open_client, open_server, resolve
-
-Hosts = str | Sequence[str] | None
-
-
-def _hosts(hosts: Hosts) -> tuple[str, ...] | None:
-    if hosts is None:
-        return None
-    return (hosts,) if isinstance(hosts, str) else tuple(hosts)
 
 
 def resolve_transport(transport: TransportName) -> Literal["kernel", "udp", "memory"]:
@@ -83,7 +76,7 @@ async def open_transport(
     """
     check_keywords(keywords, secure=False)
     options = make_transport_options(transport_options, keywords)
-    async with open_client(_hosts(host), port, options) as sctp:
+    async with open_client(host_tuple(host), port, options) as sctp:
         yield sctp
 
 
@@ -111,7 +104,7 @@ async def open_listener(
     """
     check_keywords(keywords, secure=False)
     options = make_transport_options(transport_options, keywords)
-    async with open_server(port, _hosts(host), options) as listener:
+    async with open_server(port, host_tuple(host), options) as listener:
         yield listener
 
 
@@ -160,7 +153,7 @@ async def open_association(
     tls_options = make_association_options(options, keywords)
     first_host = host if isinstance(host, str) or host is None else host[0]
     async with (
-        open_client(_hosts(host), port, sctp_options) as sctp,
+        open_client(host_tuple(host), port, sctp_options) as sctp,
         wrap_transport(
             sctp,
             ssl_context,
@@ -211,7 +204,7 @@ async def open_secure_listener(
     sctp_options = make_transport_options(transport_options, keywords)
     tls_options = make_association_options(options, keywords)
     async with (
-        open_server(port, _hosts(host), sctp_options) as transport_listener,
+        open_server(port, host_tuple(host), sctp_options) as transport_listener,
         secure_listener(
             transport_listener, ssl_context, tls_options, shutdown_timeout=shutdown_timeout
         ) as listener,
@@ -274,9 +267,7 @@ async def serve(
     Raises:
         OSError: the port could not be bound.
     """
-    check_keywords(keywords, secure=True, server=True)
-    limits = make_server_options(server_options, keywords)
-    secure_keywords = cast(SecureKeywords, {k: v for k, v in keywords.items() if k not in _SERVER})
+    limits, secure_keywords = split_server_keywords(server_options, keywords, secure=True)
 
     def open_one() -> AbstractAsyncContextManager[SecureListener]:
         return open_secure_listener(
@@ -333,11 +324,7 @@ async def serve_sctp(
     contained and logged, limits apply and cancelling shuts down gracefully, as in
     :func:`serve`. Arguments are as for :func:`serve`.
     """
-    check_keywords(keywords, secure=False, server=True)
-    limits = make_server_options(server_options, keywords)
-    transport_keywords = cast(
-        TransportKeywords, {k: v for k, v in keywords.items() if k not in _SERVER}
-    )
+    limits, transport_keywords = split_server_keywords(server_options, keywords, secure=False)
 
     def open_one() -> AbstractAsyncContextManager[MessageListener]:
         return open_listener(
@@ -345,10 +332,6 @@ async def serve_sctp(
         )
 
     await serve_until_cancelled(open_one, handler, limits, task_status)
-
-
-#: The keyword arguments that are :class:`~trio_sctls.ServerOptions` fields.
-_SERVER = frozenset(ServerKeywords.__annotations__)
 
 
 __all__ = [

@@ -66,7 +66,7 @@ from ._handshakes import Channel, HandshakeDriver
 from ._lifecycle import Lifecycle, State
 from ._options import AssociationOptions
 from ._tls import ContextAdapter, PeerIdentityMismatch, TLSObject
-from ._util import unwrap_single_exception
+from ._util import OverTransport, unwrap_single_exception
 from .transport import Event, Message, MessageTransport
 
 log = logging.getLogger("trio_sctls")
@@ -173,7 +173,7 @@ class _Identity:
 
 
 @final
-class SecureAssociation:
+class SecureAssociation(OverTransport):
     """TLS channels (RFC 3436) over one SCTP association.
 
     Made by :func:`~trio_sctls.open_association` and :func:`~trio_sctls.serve`, or over
@@ -211,7 +211,7 @@ class SecureAssociation:
     ) -> None:
         options = options if options is not None else AssociationOptions()
         self._created = time.perf_counter()
-        self.transport = transport
+        super().__init__(transport)
         self.server_side = server_side
         self.options = options
         self._running = False
@@ -244,16 +244,6 @@ class SecureAssociation:
         self._demux.attach(self._handshakes, self._tls)
 
     # -- what it is --------------------------------------------------------------------
-
-    @property
-    def inbound_streams(self) -> int:
-        """Streams the peer sends on (negotiated)."""
-        return self.transport.inbound_streams
-
-    @property
-    def outbound_streams(self) -> int:
-        """Streams we send on (negotiated)."""
-        return self.transport.outbound_streams
 
     @property
     def error(self) -> AssociationError | None:

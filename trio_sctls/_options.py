@@ -340,6 +340,28 @@ def make_server_options(base: ServerOptions | None, overrides: Mapping[str, Any]
     return dataclasses.replace(base, **given) if given else base
 
 
+def split_server_keywords(
+    base: ServerOptions | None, overrides: Mapping[str, Any], *, secure: bool
+) -> tuple[ServerOptions, dict[str, Any]]:
+    """Check the keyword arguments of a ``serve*`` entry point and split them: the
+    server fields make its :class:`ServerOptions`, the rest are passed on to the
+    listener it opens."""
+    check_keywords(overrides, secure=secure, server=True)
+    rest = {key: value for key, value in overrides.items() if key not in _SERVER_FIELDS}
+    return make_server_options(base, overrides), rest
+
+
+#: Where to connect or bind: one address, several (multihoming), or ``None`` (all).
+Hosts = str | Sequence[str] | None
+
+
+def host_tuple(hosts: Hosts) -> tuple[str, ...] | None:
+    """``hosts`` as the transports take them."""
+    if hosts is None:
+        return None
+    return (hosts,) if isinstance(hosts, str) else tuple(hosts)
+
+
 def check_keywords(overrides: Mapping[str, Any], *, secure: bool, server: bool = False) -> None:
     """Refuse keyword arguments that are not option fields (a typo must not pass
     silently): transport fields always, association fields when ``secure``, server

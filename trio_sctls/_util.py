@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from .transport import MessageTransport
 
 
 def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -55,3 +58,23 @@ async def closed_or_aborted(resource: _C) -> AsyncIterator[_C]:
         raise
     else:
         await resource.aclose()
+
+
+class OverTransport:
+    """Base of the secure associations (TLS and DTLS) layered over one SCTP
+    association: securing a message changes none of its streams, so the stream counts
+    are those the transport negotiated."""
+
+    def __init__(self, transport: MessageTransport) -> None:
+        #: The SCTP association underneath.
+        self.transport = transport
+
+    @property
+    def outbound_streams(self) -> int:
+        """Streams we may send on (negotiated)."""
+        return self.transport.outbound_streams
+
+    @property
+    def inbound_streams(self) -> int:
+        """Streams the peer may send on (negotiated)."""
+        return self.transport.inbound_streams

@@ -44,7 +44,15 @@ from trio_sctls.transport._linux import (
 from trio_sctls.transport.udp._batch import TrainSender
 
 from .kernel_udp import kernel_auth_enabled
-from .test_kernel_interop import CONFIG, IPPROTO_SCTP, _received, _recv_exact, drive, udp
+from .test_kernel_interop import (
+    CONFIG,
+    IPPROTO_SCTP,
+    _received,
+    _recv_exact,
+    drive,
+    kernel_client_side,
+    udp,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -208,36 +216,26 @@ def test_a_kernel_client_authenticates_to_our_endpoint(
     kernel_client = kernel_socket()
     kernel_client.settimeout(20)
     keys_ready = threading.Event()
-    result: dict[str, bytes] = {}
     message = b"authenticated by the kernel " * 100
-
-    def kernel_side() -> None:
-        kernel_client.connect(("127.0.0.1", 40011))
-        keys_ready.wait(10)
-        kernel_client.sendall(message)
-        result["reply"] = _recv_exact(kernel_client, 5)
-        kernel_client.shutdown(socket.SHUT_WR)
-
-    thread = threading.Thread(target=kernel_side, daemon=True)
-    thread.start()
-    wire = Wire()
-    wire.drive(endpoint, sock, kernel, lambda e: any(isinstance(x, AssociationUp) for x in e))
-    (assoc,) = endpoint.associations
-    auth = use_the_key(assoc.auth)
-    wire.tamper.add("received")
-    keys_ready.set()
-    events = wire.drive(endpoint, sock, kernel, lambda e: len(_received(e)) >= len(message))
-    assert _received(events) == message
-    assert auth.counters.bad_hmac == 1
-    wire.tamper.add("sent")
-    assoc.send(b"reply")
-    wire.drive(endpoint, sock, kernel, lambda e: assoc.closed, 20)
-    assert wire.tampered == 2
-    assert result["reply"] == b"reply"  # not the tampered b"'eply"
-    auth_before_data(wire.sent)
-    auth_before_data(wire.received)
-    thread.join(5)
-    kernel_client.close()
+    with kernel_client_side(
+        kernel_client, 40011, message, before_sending=lambda: keys_ready.wait(10)
+    ) as result:
+        wire = Wire()
+        wire.drive(endpoint, sock, kernel, lambda e: any(isinstance(x, AssociationUp) for x in e))
+        (assoc,) = endpoint.associations
+        auth = use_the_key(assoc.auth)
+        wire.tamper.add("received")
+        keys_ready.set()
+        events = wire.drive(endpoint, sock, kernel, lambda e: len(_received(e)) >= len(message))
+        assert _received(events) == message
+        assert auth.counters.bad_hmac == 1
+        wire.tamper.add("sent")
+        assoc.send(b"reply")
+        wire.drive(endpoint, sock, kernel, lambda e: assoc.closed, 20)
+        assert wire.tampered == 2
+        assert result["reply"] == b"reply"  # not the tampered b"'eply"
+        auth_before_data(wire.sent)
+        auth_before_data(wire.received)
 
 
 def test_our_client_requiring_auth_refuses_a_kernel_server_without_it(

@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -185,30 +186,48 @@ def test_our_client_against_a_kernel_server(udp: tuple[TrainSender, tuple[str, i
     server.close()
 
 
-def test_a_kernel_client_against_our_endpoint(udp: tuple[TrainSender, tuple[str, int]]) -> None:
-    out, kernel = udp
-    endpoint = Endpoint(CONFIG, local_port=40001)
-    kernel_client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
-    kernel_client.settimeout(20)
+@contextmanager
+def kernel_client_side(
+    kernel_client: socket.socket,
+    port: int,
+    message: bytes,
+    before_sending: Callable[[], object] = lambda: None,
+) -> Iterator[dict[str, bytes]]:
+    """Run ``kernel_client`` in a thread: connect to our endpoint's ``port``, send
+    ``message``, read a 5-byte reply into ``["reply"]`` of what this yields, then shut
+    its sending side down (our end sees a graceful SHUTDOWN). Joined and closed on
+    exit."""
     result: dict[str, bytes] = {}
 
     def kernel_side() -> None:
-        kernel_client.connect(("127.0.0.1", 40001))
-        kernel_client.sendall(b"from the kernel" * 1000)
+        kernel_client.connect(("127.0.0.1", port))
+        before_sending()
+        kernel_client.sendall(message)
         result["reply"] = _recv_exact(kernel_client, 5)
         kernel_client.shutdown(socket.SHUT_WR)
 
     thread = threading.Thread(target=kernel_side, daemon=True)
     thread.start()
-    events = drive(endpoint, out, kernel, lambda e: len(_received(e)) >= 15_000)
-    assert _received(events) == b"from the kernel" * 1000
-    (assoc,) = endpoint.associations
-    assoc.send(b"reply")
-    events = drive(endpoint, out, kernel, lambda e: assoc.closed, 20)
-    assert result["reply"] == b"reply"
-    assert events[-2:] == [ShutdownReceived(), ShutdownComplete()]
-    thread.join(5)
-    kernel_client.close()
+    try:
+        yield result
+    finally:
+        thread.join(5)
+        kernel_client.close()
+
+
+def test_a_kernel_client_against_our_endpoint(udp: tuple[TrainSender, tuple[str, int]]) -> None:
+    out, kernel = udp
+    endpoint = Endpoint(CONFIG, local_port=40001)
+    kernel_client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_SCTP)
+    kernel_client.settimeout(20)
+    with kernel_client_side(kernel_client, 40001, b"from the kernel" * 1000) as result:
+        events = drive(endpoint, out, kernel, lambda e: len(_received(e)) >= 15_000)
+        assert _received(events) == b"from the kernel" * 1000
+        (assoc,) = endpoint.associations
+        assoc.send(b"reply")
+        events = drive(endpoint, out, kernel, lambda e: assoc.closed, 20)
+        assert result["reply"] == b"reply"
+        assert events[-2:] == [ShutdownReceived(), ShutdownComplete()]
 
 
 def test_the_kernel_answers_our_path_mtu_probes(

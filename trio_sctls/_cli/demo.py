@@ -11,15 +11,20 @@ from __future__ import annotations
 import hashlib
 import ssl
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import trio
 
 from .. import SecureAssociation, kernel_sctp_available, open_association, serve
-from .._options import TransportName
+from .._listeners import ListenerPorts
+from .._options import TransportName, TransportOptions
 from .certs import DEMO_SERVER_NAME, demo_contexts
+
+_Association = TypeVar("_Association")
 
 #: How the demo names each transport.
 TRANSPORT_DESCRIPTIONS = {
@@ -98,9 +103,7 @@ async def run_demo(
         print("  (this kernel has no SCTP: transport='auto' chose SCTP over UDP)")
     print(f"streams: {streams}; handshake: {handshake}")
     server_ctx, client_ctx = demo_contexts(version, keylog=keylog)
-    # Over UDP, an ephemeral UDP port for the server, so the demo never clashes with
-    # a real SCTP-over-UDP service on the standard port 9899.
-    server_udp: dict[str, Any] = {"udp_port": 0} if kind == "udp" else {}
+    server_options = demo_server_options(kind, streams)
     ok = True
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(
@@ -110,29 +113,20 @@ async def run_demo(
                 port,
                 ssl_context=server_ctx,
                 host="127.0.0.1",
-                transport=kind,
-                outbound_streams=streams,
-                max_inbound_streams=streams,
-                **server_udp,
+                transport_options=server_options,
             )
         )
-        client_udp: dict[str, Any] = {}
         if listener.udp_port is not None:
             udp_port = listener.udp_port
-            client_udp["remote_udp_port"] = udp_port
             print(f"SCTP port {listener.port}, carried in UDP datagrams to 127.0.0.1:{udp_port}")
         started = time.perf_counter()
-        async with open_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_ctx,
-            server_hostname=DEMO_SERVER_NAME,
-            transport=kind,
-            outbound_streams=streams,
-            max_inbound_streams=streams,
-            handshake=handshake,  # type: ignore[arg-type]
+        async with demo_client(
+            open_association,
+            listener,
+            client_ctx,
+            server_options,
+            handshake=handshake,
             session_cache=None,
-            **client_udp,
         ) as association:
             ready = time.perf_counter() - started
             traffic = [Traffic(i) for i in range(len(association.channels))]
@@ -170,6 +164,38 @@ async def run_demo(
         nursery.cancel_scope.cancel()
     print("all channels verified" if ok else "VERIFICATION FAILED")
     return ok
+
+
+def demo_server_options(kind: Literal["kernel", "udp", "memory"], streams: int) -> TransportOptions:
+    """The transport options of a loopback demo's server: ``streams`` each way, and
+    over UDP an ephemeral UDP port, so that a demo never clashes with a real
+    SCTP-over-UDP service on the standard port 9899."""
+    return TransportOptions(
+        transport=kind,
+        outbound_streams=streams,
+        max_inbound_streams=streams,
+        udp_port=0 if kind == "udp" else None,
+    )
+
+
+def demo_client(
+    open_client: Callable[..., AbstractAsyncContextManager[_Association]],
+    listener: ListenerPorts,
+    ssl_context: object,
+    server_options: TransportOptions,
+    **keywords: Any,
+) -> AbstractAsyncContextManager[_Association]:
+    """Open (with ``open_client``, TLS's or DTLS's) the demo's client association to
+    ``listener`` on loopback, with the server's transport options aimed at the UDP port
+    it got, verifying the demo server's name."""
+    return open_client(
+        "127.0.0.1",
+        listener.port,
+        ssl_context=ssl_context,
+        server_hostname=DEMO_SERVER_NAME,
+        transport_options=replace(server_options, udp_port=None, remote_udp_port=listener.udp_port),
+        **keywords,
+    )
 
 
 def resolve(transport: TransportName) -> Literal["kernel", "udp", "memory"]:

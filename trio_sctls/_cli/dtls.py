@@ -13,7 +13,6 @@ the command line needs no extra package.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,10 +24,15 @@ import trio
 from .. import TransportOptions
 from .._options import TransportName
 from ..transport import Message
-from .certs import DEMO_SERVER_NAME, _demo_paths
-from .demo import TRANSPORT_DESCRIPTIONS, pattern, resolve
-from .errors import ConnectTimeoutError
-from .peer import LineMode, Mode, parse_line, status, stdin_lines
+from .certs import _demo_paths
+from .demo import (
+    TRANSPORT_DESCRIPTIONS,
+    demo_client,
+    demo_server_options,
+    pattern,
+    resolve,
+)
+from .peer import LineMode, Mode, connected_within, parse_line, status, stdin_lines
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -150,42 +154,40 @@ async def run_client(
     """
     from ..dtls import open_dtls_association
 
-    with trio.CancelScope(deadline=trio.current_time() + connect_timeout) as connecting:
-        async with open_dtls_association(
-            list(hosts),
-            port,
-            ssl_context=ssl_context,
-            server_hostname=server_hostname,
-            transport_options=transport_options,
-        ) as association:
-            connecting.deadline = math.inf
-            status(f"connected ({association.transport.kind}): {_described(association)}")
-            async with trio.open_nursery() as nursery:
+    failure = (
+        f"no DTLS association with {', '.join(hosts)} port {port} within "
+        f"{connect_timeout:g} s (see --connect-timeout)"
+    )
+    opening = open_dtls_association(
+        list(hosts),
+        port,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        transport_options=transport_options,
+    )
+    async with connected_within(opening, connect_timeout, failure) as association:
+        status(f"connected ({association.transport.kind}): {_described(association)}")
+        async with trio.open_nursery() as nursery:
 
-                async def printer() -> None:
-                    async for message in association:
-                        _print(message, lines.quiet)
-                        if mode == "echo":
-                            await association.send_message(
-                                message.data, stream=message.stream, ppid=message.ppid
-                            )
-                    nursery.cancel_scope.cancel()
+            async def printer() -> None:
+                async for message in association:
+                    _print(message, lines.quiet)
+                    if mode == "echo":
+                        await association.send_message(
+                            message.data, stream=message.stream, ppid=message.ppid
+                        )
+                nursery.cancel_scope.cancel()
 
-                nursery.start_soon(printer)
-                if mode == "lines":
-                    async for line in stdin_lines():
-                        stream, data = parse_line(line, lines)
-                        try:
-                            await association.send_message(data, stream=stream, ppid=ppid)
-                        except ValueError as exc:
-                            status(f"line not sent: {exc}")
-                    await trio.sleep(linger)
-                    nursery.cancel_scope.cancel()
-    if connecting.cancelled_caught:
-        raise ConnectTimeoutError(
-            f"no DTLS association with {', '.join(hosts)} port {port} within "
-            f"{connect_timeout:g} s (see --connect-timeout)"
-        )
+            nursery.start_soon(printer)
+            if mode == "lines":
+                async for line in stdin_lines():
+                    stream, data = parse_line(line, lines)
+                    try:
+                        await association.send_message(data, stream=stream, ppid=ppid)
+                    except ValueError as exc:
+                        status(f"line not sent: {exc}")
+                await trio.sleep(linger)
+                nursery.cancel_scope.cancel()
 
 
 @dataclass
@@ -204,12 +206,7 @@ async def run_demo(*, streams: int, size: int, transport: TransportName, port: i
 
     concrete = resolve(transport)
     status(f"transport: {TRANSPORT_DESCRIPTIONS[concrete]}, DTLS over SCTP (RFC 6083)")
-    options = TransportOptions(
-        transport=concrete,
-        outbound_streams=streams,
-        max_inbound_streams=streams,
-        udp_port=0 if concrete == "udp" else None,
-    )
+    options = demo_server_options(concrete, streams)
     with _demo_paths("server.pem", "server.key", "ca.pem") as (cert, key, ca):
         server_context = create_dtls_context(server_side=True, certfile=cert, keyfile=key)
         client_ctx = create_dtls_context(cafile=ca)
@@ -220,20 +217,8 @@ async def run_demo(*, streams: int, size: int, transport: TransportName, port: i
         listener = await start_server(
             nursery, echo_messages, port, server_context, "127.0.0.1", options
         )
-        client_options = TransportOptions(
-            transport=concrete,
-            outbound_streams=streams,
-            max_inbound_streams=streams,
-            remote_udp_port=listener.udp_port,
-        )
         started = time.perf_counter()
-        async with open_dtls_association(
-            "127.0.0.1",
-            listener.port,
-            ssl_context=client_ctx,
-            server_hostname=DEMO_SERVER_NAME,
-            transport_options=client_options,
-        ) as association:
+        async with demo_client(open_dtls_association, listener, client_ctx, options) as association:
             status(f"handshake in {time.perf_counter() - started:.3f} s: {_described(association)}")
             expected = {row.stream: pattern(row.stream, size) for row in rows}
             received = {row.stream: bytearray() for row in rows}

@@ -35,9 +35,10 @@ import ssl
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeVar
 
 import trio
 
@@ -50,6 +51,8 @@ from .. import (
     serve,
 )
 from .errors import ConnectTimeoutError, describe_error
+
+_Opened = TypeVar("_Opened")
 
 Mode = Literal["echo", "lines"]
 
@@ -329,23 +332,40 @@ async def run_client(
     Raises:
         ConnectTimeoutError: no association within ``connect_timeout`` seconds.
     """
-    with trio.CancelScope(deadline=trio.current_time() + connect_timeout) as connecting:
-        async with open_association(
-            list(hosts),
-            port,
-            ssl_context=ssl_context,
-            server_hostname=server_hostname,
-            options=options,
-            transport_options=transport_options,
-        ) as association:
+    failure = (
+        f"no association with {', '.join(hosts)} port {port} within {connect_timeout:g} s "
+        "(nothing answered the SCTP INIT, or the TLS handshakes did not finish; "
+        "see --connect-timeout)"
+    )
+    opening = open_association(
+        list(hosts),
+        port,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        options=options,
+        transport_options=transport_options,
+    )
+    async with connected_within(opening, connect_timeout, failure) as association:
+        await _talk(association, mode, lines, linger)
+
+
+@asynccontextmanager
+async def connected_within(
+    opening: AbstractAsyncContextManager[_Opened], seconds: float, failure: str
+) -> AsyncIterator[_Opened]:
+    """Enter ``opening`` (an association being opened) within ``seconds`` and yield
+    what it opens, with no deadline left on the session that follows: a connect timeout
+    must not cut a long session short.
+
+    Raises:
+        ConnectTimeoutError: ``failure``, when it was not open in time.
+    """
+    with trio.CancelScope(deadline=trio.current_time() + seconds) as connecting:
+        async with opening as opened:
             connecting.deadline = math.inf
-            await _talk(association, mode, lines, linger)
+            yield opened
     if connecting.cancelled_caught:
-        raise ConnectTimeoutError(
-            f"no association with {', '.join(hosts)} port {port} within {connect_timeout:g} s "
-            "(nothing answered the SCTP INIT, or the TLS handshakes did not finish; "
-            "see --connect-timeout)"
-        )
+        raise ConnectTimeoutError(failure)
 
 
 async def _talk(association: SecureAssociation, mode: Mode, lines: LineMode, linger: float) -> None:

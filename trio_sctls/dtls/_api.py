@@ -11,7 +11,7 @@ RFC 6083 ends only its own association, logged at INFO.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Unpack, final
 
@@ -21,13 +21,15 @@ from OpenSSL import SSL
 from .._errors import RemoteProtocolError
 from .._listeners import ListenerPorts, peer_name, serve_until_cancelled
 from .._options import (
+    Hosts,
     PlainServerKeywords,
     ServerOptions,
     TransportKeywords,
     TransportOptions,
     check_keywords,
-    make_server_options,
+    host_tuple,
     make_transport_options,
+    split_server_keywords,
 )
 from .._util import closed_or_aborted
 from ..transport import MessageListener
@@ -36,14 +38,6 @@ from ._association import DTLSAssociation
 from ._options import DTLSOptions
 
 log = logging.getLogger("trio_sctls")
-
-Hosts = str | Sequence[str] | None
-
-
-def _hosts(hosts: Hosts) -> tuple[str, ...] | None:
-    if hosts is None:
-        return None
-    return (hosts,) if isinstance(hosts, str) else tuple(hosts)
 
 
 def _with_auth(base: TransportOptions | None, keywords: Mapping[str, Any]) -> TransportOptions:
@@ -91,7 +85,7 @@ async def open_dtls_association(
     """
     check_keywords(keywords, secure=False)
     sctp_options = _with_auth(transport_options, keywords)
-    async with open_client(_hosts(host), port, sctp_options) as sctp:
+    async with open_client(host_tuple(host), port, sctp_options) as sctp:
         association = DTLSAssociation(
             sctp,
             ssl_context,
@@ -174,7 +168,7 @@ async def open_dtls_listener(
     """
     check_keywords(keywords, secure=False)
     sctp_options = _with_auth(transport_options, keywords)
-    async with open_server(port, _hosts(host), sctp_options) as transport_listener:
+    async with open_server(port, host_tuple(host), sctp_options) as transport_listener:
         yield DTLSListener(
             transport_listener, ssl_context, options if options is not None else DTLSOptions()
         )
@@ -221,12 +215,7 @@ async def serve_dtls(
     Raises:
         OSError: the port could not be bound.
     """
-    check_keywords(keywords, secure=False, server=True)
-    limits = make_server_options(server_options, keywords)
-    server_fields = ServerOptions.__dataclass_fields__
-    transport_keywords: dict[str, Any] = {
-        k: v for k, v in keywords.items() if k not in server_fields
-    }
+    limits, transport_keywords = split_server_keywords(server_options, keywords, secure=False)
 
     def open_one() -> AbstractAsyncContextManager[DTLSListener]:
         return open_dtls_listener(

@@ -37,6 +37,7 @@ import trio
 from OpenSSL import SSL
 
 from .._errors import AssociationError, HandshakeError, RemoteProtocolError
+from .._util import OverTransport
 from ..transport import Message, MessageTransport, ShutdownReceived, TransportState
 from ..transport._base import check_send_args
 from ._engine import DTLSEngine, OutgoingRecord
@@ -45,7 +46,7 @@ from ._records import MAX_PLAINTEXT
 
 
 @final
-class DTLSAssociation:
+class DTLSAssociation(OverTransport):
     """One SCTP association secured by DTLS 1.2 (RFC 6083), seen as messages on
     streams, in the shape of :class:`~trio_sctls.MessageTransport`: send a message on
     a stream with a PPID, receive messages with their stream and PPID. Messages are at
@@ -76,7 +77,7 @@ class DTLSAssociation:
                 "the association did not negotiate SCTP-AUTH (RFC 4895), which DTLS over "
                 "SCTP requires (RFC 6083 section 4.5): the peer or this transport lacks it"
             )
-        self.transport = transport
+        super().__init__(transport)
         self.options = options if options is not None else DTLSOptions()
         self.server_side = server_side
         self._engine = DTLSEngine(
@@ -134,16 +135,6 @@ class DTLSAssociation:
     def version(self) -> str:
         """The negotiated protocol version (always "DTLSv1.2")."""
         return self._engine.version
-
-    @property
-    def outbound_streams(self) -> int:
-        """Streams we may send on."""
-        return self.transport.outbound_streams
-
-    @property
-    def inbound_streams(self) -> int:
-        """Streams the peer may send on."""
-        return self.transport.inbound_streams
 
     # -- handshakes -------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import itertools
 import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, TypedDict, final
 
 import trio
 
@@ -359,6 +359,16 @@ def memory_pair(
     return client, server
 
 
+class _ServerEnd(TypedDict):
+    """What a listener passes to :func:`memory_pair` for its side of an association."""
+
+    server_outbound: int
+    server_max_inbound: int
+    server_max_message_size: int
+    server_delay: StreamDelay | None
+    window: int
+
+
 _listeners: dict[int, MemoryListener] = {}
 _next_port = itertools.count(49152)
 _next_client_port = itertools.count(32768)
@@ -370,24 +380,11 @@ class MemoryListener(MessageListener):
 
     kind = "memory"
 
-    def __init__(
-        self,
-        port: int,
-        *,
-        outbound_streams: int,
-        max_inbound_streams: int,
-        max_message_size: int,
-        delay: StreamDelay | None,
-        window: int,
-        auth: bool = False,
-    ) -> None:
+    def __init__(self, port: int, server_end: _ServerEnd, *, auth: bool = False) -> None:
         self._port = port
         self.auth = auth
-        self.outbound_streams = outbound_streams
-        self.max_inbound_streams = max_inbound_streams
-        self.max_message_size = max_message_size
-        self.delay = delay
-        self.window = window
+        #: The server's half of the :func:`memory_pair` arguments of each association.
+        self.server_end = server_end
         self._send, self._receive = trio.open_memory_channel[MemoryTransport](math.inf)
 
     @property
@@ -444,15 +441,14 @@ async def listen_memory(
         import errno
 
         raise OSError(errno.EADDRINUSE, f"memory port {port} is already in use")
-    listener = MemoryListener(
-        port,
-        outbound_streams=outbound_streams,
-        max_inbound_streams=max_inbound_streams,
-        max_message_size=max_message_size,
-        delay=delay,
+    server_end = _ServerEnd(
+        server_outbound=outbound_streams,
+        server_max_inbound=max_inbound_streams,
+        server_max_message_size=max_message_size,
+        server_delay=delay,
         window=window,
-        auth=auth,
     )
+    listener = MemoryListener(port, server_end, auth=auth)
     _listeners[port] = listener
     return listener
 
@@ -489,16 +485,12 @@ async def connect_memory(
     client, server = memory_pair(
         client_outbound=outbound_streams,
         client_max_inbound=max_inbound_streams,
-        server_outbound=listener.outbound_streams,
-        server_max_inbound=listener.max_inbound_streams,
         client_delay=delay,
-        server_delay=listener.delay,
-        window=listener.window,
         max_message_size=max_message_size,
-        server_max_message_size=listener.max_message_size,
         client_address=("memory", next(_next_client_port)),
         server_address=("memory", port),
         auth=auth,
+        **listener.server_end,
     )
     if listener.auth and not auth:
         server.abort("this endpoint requires SCTP-AUTH (RFC 4895)")

@@ -336,17 +336,10 @@ class KernelTransport(MessageTransport):
                 self._ancillary[key] = ancillary
         buffers = [data]
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._send_lock.locked():
-            # Fast path: nobody is waiting for room, so nobody is overtaken.
-            try:
-                self._sock.sendmsg(buffers, ancillary)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise self._send_error(exc) from exc
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
+        # Fast path: nobody is waiting for room, so nobody is overtaken.
+        if not self._send_lock.locked() and self._sendmsg(buffers, ancillary):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         async with self._send_lock:
             while True:
                 self._check_status()
@@ -355,13 +348,20 @@ class KernelTransport(MessageTransport):
                 except trio.ClosedResourceError:
                     self._check_status()
                     raise
-                try:
-                    self._sock.sendmsg(buffers, ancillary)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise self._send_error(exc) from exc
-                return
+                if self._sendmsg(buffers, ancillary):
+                    return
+
+    def _sendmsg(
+        self, buffers: list[bytes | bytearray | memoryview], ancillary: list[tuple[int, int, bytes]]
+    ) -> bool:
+        """One ``sendmsg``: whether the message was queued (``False``: no room yet)."""
+        try:
+            self._sock.sendmsg(buffers, ancillary)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise self._send_error(exc) from exc
+        return True
 
     async def _reset(self, stream: int) -> bool:
         # Linux refuses the request while messages of that stream are still unsent
@@ -466,15 +466,18 @@ class KernelTransport(MessageTransport):
         except BaseException as error:
             raise error from exc
 
+    def _recv_piece(self) -> tuple[int, list[tuple[int, int, bytes]], int]:
+        """One ``recvmsg`` into our preallocated buffers: ``(nbytes, ancillary, flags)``."""
+        nbytes, ancillary, flags, _address = self._sock.recvmsg_into(self._buffers, _ANCILLARY_SIZE)
+        return nbytes, ancillary, flags
+
     def _read_piece(self) -> Received | None:
         """Read one piece (one ``recvmsg``) and act on it: return a complete message or
         event, or ``None`` when there is nothing to return yet (a piece of a larger
         message, or a notification consumed here). Raises BlockingIOError when there is
         nothing to read, and the end of the association when it is reached."""
         try:
-            nbytes, ancillary, flags, _address = self._sock.recvmsg_into(
-                self._buffers, _ANCILLARY_SIZE
-            )
+            nbytes, ancillary, flags = self._recv_piece()
         except BlockingIOError:
             raise
         except OSError as exc:
@@ -576,9 +579,7 @@ class KernelTransport(MessageTransport):
         so_error = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         while True:
             try:
-                nbytes, _ancillary, flags, _address = self._sock.recvmsg_into(
-                    self._buffers, _ANCILLARY_SIZE
-                )
+                nbytes, _ancillary, flags = self._recv_piece()
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -658,9 +659,7 @@ class KernelTransport(MessageTransport):
         continuation = self._partial_notification is not None
         while not self._released:
             try:
-                nbytes, _ancillary, flags, _address = self._sock.recvmsg_into(
-                    self._buffers, _ANCILLARY_SIZE
-                )
+                nbytes, _ancillary, flags = self._recv_piece()
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self._sock)
                 continue

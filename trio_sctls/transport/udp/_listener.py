@@ -22,6 +22,7 @@ from .._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageListener,
     Timers,
+    stream_arguments,
     timers_of,
 )
 from ._socket import (
@@ -292,12 +293,10 @@ async def open_client(
         port,
         udp_port=options.udp_port or 0,
         remote_udp_port=options.remote_udp_port,
-        outbound_streams=options.outbound_streams,
-        max_inbound_streams=options.max_inbound_streams,
-        max_message_size=options.max_message_size,
         local_addresses=options.local_addresses,
         timers=timers_of(options),
         auth=options.auth,
+        **stream_arguments(options),
     ) as transport:
         yield transport
 
@@ -313,11 +312,9 @@ async def open_server(
         port,
         host=hosts,
         udp_port=options.udp_port,
-        outbound_streams=options.outbound_streams,
-        max_inbound_streams=options.max_inbound_streams,
-        max_message_size=options.max_message_size,
         timers=timers_of(options),
         auth=options.auth,
+        **stream_arguments(options),
     ) as listener:
         try:
             yield listener
