@@ -49,7 +49,7 @@ import trio
 from benchmarks._common import ROOT, Progress, machine_info, run_in_vm, shout, vm_available
 
 #: The suite, in the order it runs.
-MODULES = ["throughput", "handshakes", "hol", "overhead", "scale"]
+MODULES = ["throughput", "handshakes", "hol", "overhead", "scale", "dtls"]
 #: What a module must define to be run (see benchmarks/_common.py).
 REQUIRED = ("NAME", "add_arguments", "measure", "plot")
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -142,7 +142,7 @@ def _machine_line(info: dict[str, Any]) -> str:
 
 #: The benchmarks whose standard host path is the veth pair (issue 11), and which record
 #: in ``netns_status`` whether it could be made.
-OVER_VETH = ("throughput", "handshakes", "hol")
+OVER_VETH = ("throughput", "handshakes", "hol", "dtls")
 
 
 def loopback_only(results: dict[str, Any]) -> dict[str, str]:
