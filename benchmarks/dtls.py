@@ -58,7 +58,7 @@ from benchmarks._common import (
 )
 from benchmarks._loopback import LOOPBACK, Address, _client_options, _serving
 from benchmarks._netns import DEFAULT_MTU
-from benchmarks._peer import describe_paths, veth_or_why
+from benchmarks._peer import NOT_WATCHED, Started, describe_paths, veth_or_why
 from benchmarks._transfer import Link, answer_transfers, transfer
 from benchmarks.handshakes import Peer, association_ready, tls_tcp_ready
 
@@ -67,6 +67,8 @@ WHERE = ("host",)
 #: Every write: 2**14 bytes, the most plaintext one DTLS record carries (RFC 6083).
 MESSAGE = 16_384
 PEER_TIMEOUT = 1200.0
+#: What the two ends tell each other, and results: JSON objects.
+Info = dict[str, Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -165,38 +167,9 @@ def _open_dtls(address: Address, host: str, context: Any, streams: int) -> Any:
 # -- the two ends ------------------------------------------------------------------------
 
 
-async def serve_peer(
-    args: argparse.Namespace,
-    host: str,
-    credentials: Path,
-    task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """The server process: :mod:`benchmarks.throughput`'s servers, and a DTLS server
-    offering the most streams asked; reports their ports."""
-    from trio_sctls.dtls import serve_dtls
-
-    server_ctx, _ = _dtls_contexts(credentials)
-    async with trio.open_nursery() as nursery:
-        info = await nursery.start(throughput.serve_peer, args, host, credentials)
-        async with _serving(
-            serve_dtls,
-            _answer_dtls,
-            transport="udp",
-            streams=max(args.channels),
-            host=host,
-            ssl_context=server_ctx,
-        ) as address:
-            task_status.started({**info, "dtls": [address.port, address.udp_port]})
-            await trio.sleep_forever()
-
-
 async def measure_peer(
-    args: argparse.Namespace,
-    host: str,
-    credentials: Path,
-    server: dict[str, Any],
-    progress: Progress,
-) -> dict[str, Any]:
+    args: argparse.Namespace, host: str, credentials: Path, server: Info, progress: Progress
+) -> Info:
     """The client process: throughput, then set-up, against :func:`serve_peer`."""
     _, client_ctx = contexts(TLS_VERSIONS[args.tls], credentials)
     _, dtls_ctx = _dtls_contexts(credentials)
@@ -223,6 +196,28 @@ async def measure_peer(
     peer = Peer(host, server["tcp"], {1: Address(*server["sctls"]["1"])})
     setups = await _setups(args, progress, peer, client_ctx, dtls_address, dtls_ctx)
     return _rows(args, seconds, setups, ciphers)
+
+
+async def serve_peer(
+    args: argparse.Namespace, host: str, credentials: Path, task_status: Started = NOT_WATCHED
+) -> None:
+    """The server process: :mod:`benchmarks.throughput`'s servers, and a DTLS server
+    offering the most streams asked; reports their ports."""
+    from trio_sctls.dtls import serve_dtls
+
+    server_ctx, _ = _dtls_contexts(credentials)
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(throughput.serve_peer, args, host, credentials)
+        async with _serving(
+            serve_dtls,
+            _answer_dtls,
+            transport="udp",
+            streams=max(args.channels),
+            host=host,
+            ssl_context=server_ctx,
+        ) as address:
+            task_status.started({**info, "dtls": [address.port, address.udp_port]})
+            await trio.sleep_forever()
 
 
 async def _throughput(
@@ -345,11 +340,10 @@ async def measure(args: argparse.Namespace, progress: Progress) -> dict[str, Any
     rows = [{"path": path, **row} for row in result["rows"]]
     for row in rows:
         what = "set-up time" if row["measure"] == "set-up" else "throughput"
+        ours, other, unit = _figures(row)
         progress.log(
             f"{path}: DTLS {what}, {row['streams']} stream(s) = {row['ratio']:.2f} x "
-            f"{_against(row['against'])} ({row.get('dtls_mib_s', row.get('dtls_ms'))} vs "
-            f"{row.get('against_mib_s', row.get('against_ms'))} "
-            f"{'MiB/s' if 'dtls_mib_s' in row else 'ms'})"
+            f"{_against(row['against'])} ({ours} vs {other} {unit})"
         )
     targets = [
         target(
@@ -391,26 +385,32 @@ async def _measure_here(args: argparse.Namespace, progress: Progress) -> dict[st
     return result
 
 
-def summarize(result: dict[str, Any]) -> list[str]:
-    """Markdown lines for the README."""
-    lines = [
-        f"DTLS 1.2 over SCTP ({result['ciphers'].get('dtls')}) over `udp`, against TLS "
-        f"{result['tls']} ({result['ciphers'].get('rfc3436')}) in RFC 3436 channels and "
-        "over TCP; medians.",
+def _figures(row: Info) -> tuple[Any, Any, str]:
+    """A row's DTLS figure, the other's, and their unit."""
+    if row["measure"] == "throughput":
+        return row["dtls_mib_s"], row["against_mib_s"], "MiB/s"
+    return row["dtls_ms"], row["against_ms"], "ms"
+
+
+def summarize(result: Info) -> list[str]:
+    """The README's lines: each row's ratio, both figures, what it is a ratio to."""
+    table = [
+        f"| {row['measure']} | {row['streams']} | {row['ratio']:.2f}x | {ours} {unit} "
+        f"| {other} {unit} | {_against(row['against'])} |"
+        for row in result["rows"]
+        for ours, other, unit in [_figures(row)]
+    ]
+    ciphers = result["ciphers"]
+    return [
+        f"DTLS 1.2 over SCTP ({ciphers.get('dtls')}) over `udp`, against TLS "
+        f"{result['tls']} ({ciphers.get('rfc3436')}) in RFC 3436 channels and over TCP; "
+        "medians.",
         *describe_paths(result),
         "",
         "| measure | streams | ratio | DTLS | the other | ratio to |",
         "|---|---:|---:|---:|---:|---|",
+        *table,
     ]
-    for row in result["rows"]:
-        unit = "MiB/s" if row["measure"] == "throughput" else "ms"
-        ours = row.get("dtls_mib_s", row.get("dtls_ms"))
-        other = row.get("against_mib_s", row.get("against_ms"))
-        lines.append(
-            f"| {row['measure']} | {row['streams']} | {row['ratio']:.2f}x | {ours} {unit} "
-            f"| {other} {unit} | {_against(row['against'])} |"
-        )
-    return lines
 
 
 def plot(result: dict[str, Any], directory: Path) -> list[Path]:
