@@ -106,7 +106,7 @@ def percentile(samples: Sequence[float], p: float) -> float:
 def target(
     name: str,
     value: float,
-    limit: float,
+    limit: float | None,
     *,
     at_most: bool = False,
     interval: Sequence[float] | None = None,
@@ -117,18 +117,25 @@ def target(
     Args:
         name: what is measured, and what it is a ratio to.
         value: the measured value (whether the target is met is judged on it).
-        limit: the bound.
+        limit: the bound; ``None`` for an informational figure, which no bound
+            fits (its ``target`` says so and it counts as met).
         at_most: ``value`` must not exceed ``limit`` (default: must reach it).
         interval: the value's 95 % confidence interval, where one was computed; kept
             in the target (``"ci"``) so a reader sees how sure the verdict is.
         against: what ``value`` is a ratio to (the README's table says it row by row),
             or what it is when not a ratio.
     """
-    met = value <= limit if at_most else value >= limit
+    if limit is None:  # informational: nothing to meet
+        wanted, met = "(informational)", True
+    else:
+        wanted, met = (
+            f"{'<=' if at_most else '>='} {limit}",
+            (value <= limit if at_most else value >= limit),
+        )
     out: dict[str, Any] = {
         "name": name,
         "value": round(value, 3),
-        "target": f"{'<=' if at_most else '>='} {limit}",
+        "target": wanted,
         "met": bool(met),
         "against": against,
     }

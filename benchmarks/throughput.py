@@ -275,30 +275,43 @@ async def measure_peer(
     progress: Progress,
 ) -> dict[str, Any]:
     """The client process: connect to :func:`serve_peer`'s servers on ``host``, measure."""
+    async with AsyncExitStack() as stack:
+        progress.update("setting up: TLS/TCP connection and associations")
+        tcp, associations, links = await connect_peer(args, host, credentials, server, stack)
+        return await _measure_links(args, progress, "veth", tcp, associations, links)
+
+
+async def connect_peer(
+    args: argparse.Namespace,
+    host: str,
+    credentials: Path,
+    server: dict[str, Any],
+    stack: AsyncExitStack,
+) -> tuple[trio.SSLStream[trio.SocketStream], dict[int, SecureAssociation], dict[int, Link]]:
+    """Connect to :func:`serve_peer`'s servers on ``host`` (closed when ``stack`` ends):
+    the TLS/TCP connection, the associations by channel count, and their links (key 0:
+    the TLS/TCP connection's). :mod:`benchmarks.dtls` measures against them too."""
     _, client_ctx = contexts(TLS_VERSIONS[args.tls], credentials)
     _, _, _, transport = _defaults(args)
-    async with AsyncExitStack() as stack:
-        progress.update("setting up: TLS/TCP connection")
-        tcp = await connect_tls_over_tcp(server["tcp"], client_ctx, host)
-        stack.push_async_callback(tcp.aclose)
-        links: dict[int, Link] = {0: Link([tcp], None)}
-        associations: dict[int, SecureAssociation] = {}
-        for n in args.channels:
-            progress.update(f"setting up: association with {n} channel(s) over {transport}")
-            port, udp_port = server["sctls"][str(n)]
-            associations[n] = await stack.enter_async_context(
-                connect_association(
-                    Address(port, udp_port),
-                    client_ctx,
-                    transport=transport,
-                    streams=n,
-                    host=host,
-                    session_cache=None,
-                    close_timeout=2.0,
-                )
+    tcp = await connect_tls_over_tcp(server["tcp"], client_ctx, host)
+    stack.push_async_callback(tcp.aclose)
+    links: dict[int, Link] = {0: Link([tcp], None)}
+    associations: dict[int, SecureAssociation] = {}
+    for n in args.channels:
+        port, udp_port = server["sctls"][str(n)]
+        associations[n] = await stack.enter_async_context(
+            connect_association(
+                Address(port, udp_port),
+                client_ctx,
+                transport=transport,
+                streams=n,
+                host=host,
+                session_cache=None,
+                close_timeout=2.0,
             )
-            links[n] = Link(associations[n].channels, None)
-        return await _measure_links(args, progress, "veth", tcp, associations, links)
+        )
+        links[n] = Link(associations[n].channels, None)
+    return tcp, associations, links
 
 
 # -- the benchmark ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import _netns, _peer, run, throughput
+from benchmarks import _netns, _peer, dtls, run, throughput
 from benchmarks._common import Progress
 
 #: The benchmarks whose standard host scenario is the veth pair (issue 11).
@@ -77,7 +77,9 @@ def test_quick_suite_writes_results_and_plots(tmp_path: Path) -> None:
     # Targets say what they are ratios to (the README shows "(see target)" for any that
     # does not); head-of-line ratios carry intervals.
     for item in results["targets"]:
-        assert item["benchmark"] not in ("throughput", "hol", "scale") or item["against"], item
+        assert item["benchmark"] not in ("throughput", "hol", "scale", "dtls") or item["against"], (
+            item
+        )
     hol_targets = [item for item in results["targets"] if item["benchmark"] == "hol"]
     assert hol_targets and all(len(item["ci"]) == 2 for item in hol_targets)
     assert all("not TCP" in item["against"] for item in hol_targets)
@@ -145,19 +147,42 @@ def test_a_dead_runs_namespaces_are_swept() -> None:
     assert stale not in _netns.namespaces()
 
 
-async def test_without_namespaces_throughput_says_so_and_measures_loopback(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def _without_namespaces(
+    module: Any, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> dict[str, Any]:
+    """``module``'s quick measurement where namespaces cannot be made: it says so loudly
+    and measures loopback only."""
     monkeypatch.setattr(_peer, "unavailable", lambda: "not root (pretend)")
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    throughput.add_arguments(parser)
-    args = parser.parse_args(["--quick", "--bytes", "64KiB", "--channels", "1", "--sizes", "16384"])
-    result = await throughput.measure(args, Progress(StringIO()))
+    module.add_arguments(parser)
+    result: dict[str, Any] = await module.measure(parser.parse_args(argv), Progress(StringIO()))
     assert result["netns_status"] == "not root (pretend)"
     assert {row["path"] for row in result["rows"]} == {"loopback"}
     assert "CANNOT RUN HERE" in capsys.readouterr().err
-    assert any("No veth figures" in line for line in throughput.summarize(result))
+    assert any("No veth figures" in line for line in module.summarize(result))
+    return result
+
+
+async def test_without_namespaces_throughput_says_so_and_measures_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--quick", "--bytes", "64KiB", "--channels", "1", "--sizes", "16384"]
+    await _without_namespaces(throughput, argv, monkeypatch, capsys)
+
+
+async def test_without_namespaces_dtls_says_so_and_measures_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--quick", "--bytes", "64KiB", "--channels", "1", "--setups", "1"]
+    result = await _without_namespaces(dtls, argv, monkeypatch, capsys)
+    assert {(row["measure"], row["against"]) for row in result["rows"]} == {
+        ("throughput", "rfc3436_1"),
+        ("throughput", "tls_tcp"),
+        ("set-up", "rfc3436_1"),
+        ("set-up", "tls_tcp"),
+    }
+    assert all(t["target"] == "(informational)" and t["against"] for t in result["targets"])
 
 
 def _fake_results(netns_status: str) -> dict[str, Any]:
