@@ -90,7 +90,7 @@ class Transport:
 @pytest.fixture
 def route() -> Iterator[Transport]:
     """SCTP-AUTH on for OpenSSL's sockets, and the kernel's SCTP over UDP for our udp
-    transport. (Our kernel transport's client is not here: pyOpenSSL's DTLS timer
+    transport. (Our kernel transport's client is not here: most likely the DTLS timer
     makes it send its last flight twice in the slow VM, and ``s_server`` crashes on
     the repeat, an open finding; see the README.)"""
     with ExitStack() as stack:
