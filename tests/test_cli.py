@@ -71,7 +71,14 @@ class Lines:
 @asynccontextmanager
 async def running(args: Sequence[str], **kwargs: Any) -> AsyncIterator[trio.Process]:
     """A ``trio-sctls`` subprocess, terminated (then killed) on the way out."""
-    process = await trio.lowlevel.open_process([*COMMAND, *args], **kwargs)
+    async with running_command([*COMMAND, *args], **kwargs) as process:
+        yield process
+
+
+@asynccontextmanager
+async def running_command(argv: Sequence[str], **kwargs: Any) -> AsyncIterator[trio.Process]:
+    """A subprocess running ``argv``, terminated (then killed) on the way out."""
+    process = await trio.lowlevel.open_process(list(argv), **kwargs)
     try:
         yield process
     finally:

@@ -445,3 +445,53 @@ async def test_asking_for_dtls_without_sctp_auth_is_refused(pems: dict[str, Path
             None, 1, ssl_context=client_context(pems), transport="memory", auth=False
         ):
             pass  # pragma: no cover
+
+
+def active_secret(association: DTLSAssociation) -> bytes:
+    transport = association.transport
+    assert isinstance(transport, MemoryTransport) and transport.auth_keys is not None
+    return transport.auth_keys.sign().secret
+
+
+@pytest.mark.parametrize("server_bug", [True, False], ids=["both", "client-only"])
+async def test_the_label_bug_option_keys_with_old_openssls_label_and_needs_it_on_both_ends(
+    pems: dict[str, Path], autojump_clock: trio.testing.MockClock, server_bug: bool
+) -> None:
+    # Old OpenSSL exported with the label's NUL byte counted in (-sctp_label_bug in
+    # OpenSSL 3): a different key, so a peer without the quirk drops our DATA.
+    client_sctp, server_sctp = memory_pair(auth=True)
+    client = DTLSAssociation(
+        client_sctp,
+        client_context(pems),
+        server_side=False,
+        options=DTLSOptions(label_bug=True, handshake_timeout=5.0),
+    )
+    server = DTLSAssociation(
+        server_sctp,
+        server_context(pems),
+        server_side=True,
+        options=DTLSOptions(label_bug=server_bug, handshake_timeout=5.0),
+    )
+    if not server_bug:
+
+        async def fails(association: DTLSAssociation) -> None:
+            with pytest.raises(HandshakeError, match=r"no DTLS handshake within 5\.0 s"):
+                await association.do_handshake()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails, server)
+            await fails(client)
+        assert dropped_by(server) > 0  # our Finished, signed with the other key
+        return
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        await client.do_handshake()
+    connection = client._engine._connection
+    secret = active_secret(client)
+    assert secret == connection.export_keying_material(b"EXPORTER_DTLS_OVER_SCTP\0", 64)
+    assert secret != connection.export_keying_material(b"EXPORTER_DTLS_OVER_SCTP", 64)
+    assert active_secret(server) == secret
+    await client.send_message(b"keyed the old way", stream=2)
+    assert (await server.receive()).data == b"keyed the old way"
+    await client.aclose()
+    await server.aclose()

@@ -55,6 +55,9 @@ def test_kernel_sctp_suite_passes_inside_a_vm() -> None:
             str(RUN_IN_VM),
             "--cwd",
             str(ROOT),
+            # The enable-sctp OpenSSL of tests/test_dtls_openssl.py (scripts/test sets it).
+            "--env",
+            "TRIO_SCTLS_OPENSSL",
             "--",
             sys.executable,
             "-m",

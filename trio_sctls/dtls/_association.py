@@ -86,6 +86,7 @@ class DTLSAssociation(OverTransport):
             server_side=server_side,
             server_hostname=server_hostname,
             handshake_ppid=self.options.handshake_ppid,
+            label_bug=self.options.label_bug,
         )
         self._pending: deque[OutgoingRecord] = deque()
         self._inbox: deque[Message] = deque()

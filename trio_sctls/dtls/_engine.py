@@ -51,7 +51,7 @@ from OpenSSL import SSL
 from .._errors import HandshakeError, PeerIdentityError, RemoteProtocolError
 from ..transport import AuthKeys, Message
 from ._context import VerificationError, is_ip_address, prepare_context, verify_peer_identity
-from ._keys import EXPORTER_LABEL, SECRET_SIZE, KeySchedule
+from ._keys import BUGGY_EXPORTER_LABEL, EXPORTER_LABEL, SECRET_SIZE, KeySchedule
 from ._records import (
     APPLICATION_DATA,
     CHANGE_CIPHER_SPEC,
@@ -105,6 +105,8 @@ class DTLSEngine:
         server_hostname: (client) the name or address the server's certificate must
             match; also sent as SNI when it is a name.
         handshake_ppid: the PPID of handshake, alert and ChangeCipherSpec records.
+        label_bug: export the SCTP-AUTH keys with old OpenSSL's label (see
+            :class:`~trio_sctls.dtls.DTLSOptions`).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class DTLSEngine:
         server_side: bool,
         server_hostname: str | None = None,
         handshake_ppid: int = 0,
+        label_bug: bool = False,
     ) -> None:
         prepare_context(context)
         connection = SSL.Connection(context)
@@ -128,6 +131,7 @@ class DTLSEngine:
         self._connection = connection
         self._server_hostname = server_hostname
         self._handshake_ppid = handshake_ppid
+        self._exporter_label = BUGGY_EXPORTER_LABEL if label_bug else EXPORTER_LABEL
         self._schedule = KeySchedule(keys)
         self._outgoing: deque[OutgoingRecord] = deque()
         self._plaintext: deque[Message] = deque()
@@ -384,7 +388,7 @@ class DTLSEngine:
     def _install_secret(self) -> None:
         """This handshake's master secret exists now: install its SCTP-AUTH key."""
         if not self._secret_pending:
-            secret = self._connection.export_keying_material(EXPORTER_LABEL, SECRET_SIZE)
+            secret = self._connection.export_keying_material(self._exporter_label, SECRET_SIZE)
             self._schedule.install(secret)
             self._secret_pending = True
 

@@ -32,6 +32,9 @@ from ..transport import AuthKeys
 
 #: RFC 6083 section 5: the TLS exporter label (RFC 5705) of the SCTP-AUTH keys.
 EXPORTER_LABEL = b"EXPORTER_DTLS_OVER_SCTP"
+#: The label older OpenSSL (1.0.2, 1.1.0) exported with: the C string's NUL included.
+#: OpenSSL 3 uses it under ``SSL_MODE_DTLS_SCTP_LABEL_LENGTH_BUG`` (``-sctp_label_bug``).
+BUGGY_EXPORTER_LABEL = EXPORTER_LABEL + b"\0"
 #: RFC 6083 section 4.7: each endpoint-pair shared secret is 64 bytes.
 SECRET_SIZE = 64
 #: Shared Key Identifiers are 16 bits (RFC 4895 section 4.1).

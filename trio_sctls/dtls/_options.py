@@ -23,11 +23,19 @@ class DTLSOptions:
         handshake_timeout: seconds for each handshake (see
             :data:`DEFAULT_HANDSHAKE_TIMEOUT`).
         close_timeout: seconds for the graceful close.
+        label_bug: export the SCTP-AUTH keys with the label older OpenSSL used
+            (1.0.2 and 1.1.0 among them: ``EXPORTER_DTLS_OVER_SCTP`` with its C
+            string's NUL byte counted in), to talk to such a peer, or to OpenSSL 3
+            run with ``-sctp_label_bug``. Both ends must agree: with different labels each end
+            drops the other's DATA once the handshake switches keys, so the handshake
+            never completes. Leave it off otherwise (RFC 6083 section 5 names the label
+            without the NUL).
     """
 
     handshake_ppid: int = 0
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    label_bug: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.handshake_ppid < 2**32:

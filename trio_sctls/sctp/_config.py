@@ -60,8 +60,10 @@ class SCTPConfig:
         auth: negotiate SCTP-AUTH (RFC 4895) and require it: a peer that does not
             announce it is refused (its INIT) or aborted (its INIT ACK).
         auth_chunks: chunk types the peer must authenticate (our CHUNKS parameter);
-            DATA by default, as DTLS over SCTP (RFC 6083) asks. INIT, INIT ACK,
-            SHUTDOWN COMPLETE and AUTH are not allowed (Section 3.2).
+            DATA and FORWARD TSN by default, as DTLS over SCTP (RFC 6083) needs: an
+            unauthenticated FORWARD TSN could make a receiver skip messages, and
+            OpenSSL's DTLS/SCTP refuses a peer that does not ask for both. INIT,
+            INIT ACK, SHUTDOWN COMPLETE and AUTH are not allowed (Section 3.2).
         auth_hmacs: HMAC identifiers we accept, most preferred first (our HMAC-ALGO
             parameter); SHA-1 must be among them (Section 3.3).
         shutdown_guard: T5-shutdown-guard: how long a SHUTDOWN may take before we abort
@@ -87,7 +89,7 @@ class SCTPConfig:
     reconfig: bool = True
     shutdown_guard: float = 300.0
     auth: bool = False
-    auth_chunks: tuple[int, ...] = (0,)
+    auth_chunks: tuple[int, ...] = (0, 192)
     auth_hmacs: tuple[int, ...] = (HMAC_SHA256, HMAC_SHA1)
 
     def __post_init__(self) -> None:

@@ -2,9 +2,9 @@
 
 Before connect or listen, :func:`enable_auth` switches SCTP-AUTH on for the socket
 (``SCTP_AUTH_SUPPORTED``; kernels before 5.1 only have the ``net.sctp.auth_enable``
-sysctl, which must then be 1 before the socket is created), puts DATA in the list of
-chunks the peer must authenticate (``SCTP_AUTH_CHUNK``) and prefers HMAC-SHA-256 as the
-sans-IO core does (``SCTP_HMAC_IDENT``). Linux does not refuse a peer without
+sysctl, which must then be 1 before the socket is created), puts DATA and FORWARD TSN
+in the list of chunks the peer must authenticate (``SCTP_AUTH_CHUNK``) and prefers
+HMAC-SHA-256 as the sans-IO core does (``SCTP_HMAC_IDENT``). Linux does not refuse a peer without
 SCTP-AUTH, so after the handshake :func:`require_peer_auth` asks whether the peer
 announced it (``SCTP_PEER_AUTH_CHUNKS`` answers ``EACCES`` when not). The keys are
 managed through :class:`KernelAuthKeys`.
@@ -34,15 +34,17 @@ from .._linux import (
     IPPROTO_SCTP,
 )
 
-#: DATA, the chunk type DTLS over SCTP (RFC 6083) needs authenticated.
-_DATA = 0
+#: DATA and FORWARD TSN: what DTLS over SCTP (RFC 6083) needs authenticated (as the
+#: core's default ``auth_chunks``; OpenSSL refuses a peer that does not ask for both).
+_AUTH_CHUNKS = (0, 192)
 #: HMAC-SHA-256 first, then the mandatory SHA-1 (RFC 4895 section 6.1).
 _HMACS = (3, 1)
 _SYSCTL = "/proc/sys/net/sctp/auth_enable"
 
 
 def enable_auth(sock: socket.socket) -> None:
-    """Turn SCTP-AUTH on for ``sock`` with DATA authenticated (before connect/listen).
+    """Turn SCTP-AUTH on for ``sock`` with DATA and FORWARD TSN authenticated (before
+    connect/listen).
 
     Raises:
         OSError: this kernel cannot: no ``SCTP_AUTH_SUPPORTED`` and the sysctl is off.
@@ -53,7 +55,8 @@ def enable_auth(sock: socket.socket) -> None:
         if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
             raise
     try:
-        sock.setsockopt(IPPROTO_SCTP, _SCTP_AUTH_CHUNK, bytes([_DATA]))
+        for chunk_type in _AUTH_CHUNKS:
+            sock.setsockopt(IPPROTO_SCTP, _SCTP_AUTH_CHUNK, bytes([chunk_type]))
     except OSError as exc:
         if exc.errno != errno.EACCES:
             raise
