@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Seconds for a DTLS handshake: the client's from connecting, the server's from
-#: accepting (so a peer that never speaks is aborted), and each renegotiation's.
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: accepting (so a peer that never speaks is aborted), and each renegotiation's: the
+#: same bound as the RFC 3436 channels', so that a loaded machine or a slow path (a
+#: handshake may wait out an SCTP retransmission timeout at the key switch) does not
+#: fail where TLS on streams would not.
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: Seconds to send close_notify and shut SCTP down before aborting.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
