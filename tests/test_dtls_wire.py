@@ -133,6 +133,7 @@ def check_capture(
     signed = 0
     streams: list[int] = []
     partial: dict[tuple[int, int, int], bytes] = {}
+    seen: set[tuple[int, int]] = set()  # (tag, TSN): a retransmission is checked once
     for packet in packets:
         ours = Packet.parse(packet, check=checksum)  # our parser agrees
         kinds = [kind for kind, _, _ in chunks_of(packet)]
@@ -145,8 +146,9 @@ def check_capture(
         assert parsed.key_id == struct.unpack_from("!H", auth, 4)[0]
         signed += hmac_verifies(packet, offset, auth, keys)
         for chunk in ours.chunks:
-            if not isinstance(chunk, DataChunk):
+            if not isinstance(chunk, DataChunk) or (ours.verification_tag, chunk.tsn) in seen:
                 continue
+            seen.add((ours.verification_tag, chunk.tsn))
             key = (ours.verification_tag, chunk.stream_id, chunk.ssn)
             data = (b"" if chunk.beginning else partial.pop(key)) + chunk.user_data
             if not chunk.end:
@@ -271,20 +273,56 @@ def sniffer() -> Iterator[socket.socket]:
         sock.close()
 
 
-def sctp_packets(sniffer: socket.socket) -> list[bytes]:
-    """The SCTP packets (IP protocol 132) the sniffer holds, each once."""
+def segments(payload: bytes) -> list[bytes]:
+    """The SCTP packets in what a packet socket on ``lo`` saw: loopback passes GSO
+    super-packets on unsegmented. UDP GSO (ours) concatenates whole packets (a new one
+    starts where the common header repeats); SCTP GSO (the kernel's) keeps one common
+    header before every segment's chunks (a new one starts at each AUTH chunk after a
+    DATA chunk: a packet has one AUTH, before its DATA)."""
+    common = payload[:8]
+    packets, current, data, offset = [], bytearray(payload[:12]), False, 12
+    while offset + 4 <= len(payload):
+        if payload[offset : offset + 8] == common:  # the next UDP segment's header
+            packets.append(bytes(current))
+            current, data, offset = bytearray(payload[offset : offset + 12]), False, offset + 12
+            continue
+        kind, _flags, length = struct.unpack_from("!BBH", payload, offset)
+        if kind == AUTH and data:  # the next SCTP segment
+            packets.append(bytes(current))
+            current, data = bytearray(payload[:12]), False
+        end = offset + max(4, (length + 3) & ~3)
+        current += payload[offset:end]
+        data |= kind == DATA
+        offset = end
+    packets.append(bytes(current))
+    return packets
+
+
+def ports(ip: bytes, header: int) -> tuple[int, int]:
+    """The source and destination ports of the UDP datagram in ``ip``."""
+    source, destination = struct.unpack_from("!HH", ip, header)
+    return source, destination
+
+
+def sctp_packets(sniffer: socket.socket, udp_port: int | None = None) -> list[bytes]:
+    """The SCTP packets the sniffer holds, each once: native (IP protocol 132), or
+    encapsulated in UDP (RFC 6951) to or from ``udp_port`` if given."""
     packets: list[bytes] = []
     while True:
         try:
-            frame, address = sniffer.recvfrom(65536, socket.MSG_DONTWAIT)
+            frame, address = sniffer.recvfrom(
+                1 << 17, socket.MSG_DONTWAIT
+            )  # past 64 KiB: PMTU probes
         except BlockingIOError:
             return packets
         ip = frame[14:]
         if address[2] == socket.PACKET_OUTGOING or len(ip) < 20 or ip[0] >> 4 != 4:
             continue  # on lo each packet shows up twice
-        if ip[9] == 132:
-            total = struct.unpack_from("!H", ip, 2)[0]
-            packets.append(bytes(ip[(ip[0] & 0x0F) * 4 : total]))
+        total, header = struct.unpack_from("!H", ip, 2)[0], (ip[0] & 0x0F) * 4
+        if udp_port is None and ip[9] == 132:
+            packets += segments(bytes(ip[header:total]))
+        elif udp_port is not None and ip[9] == 17 and udp_port in ports(ip, header):
+            packets += segments(bytes(ip[header + 8 : total]))
 
 
 @pytest.mark.kernel
@@ -304,7 +342,12 @@ async def test_kernel_packets_carry_authenticated_dtls_records(
 @pytest.mark.kernel
 @pytest.mark.parametrize("direction", DIRECTIONS)
 async def test_dtls_between_our_kernel_and_udp_transports(
-    direction: str, kernel_udp: tuple[int, int], pems: dict[str, Path], nursery: trio.Nursery
+    direction: str,
+    kernel_udp: tuple[int, int],
+    pems: dict[str, Path],
+    exported: list[bytes],
+    sniffer: socket.socket,
+    nursery: trio.Nursery,
 ) -> None:
     server, client = transports(direction, kernel_udp)
     listener = await start(nursery, pems, **server)
@@ -316,3 +359,6 @@ async def test_dtls_between_our_kernel_and_udp_transports(
         assert (reply.data, reply.stream, reply.ppid) == (b"u" * 16384, 3, 99)
         assert association.active_key_id == 1
     nursery.cancel_scope.cancel()
+    # The kernel's datagrams, both ways, carry authenticated DATA too.
+    streams = check_capture(sctp_packets(sniffer, kernel_udp[0]), exported, checksum=False)
+    assert set(streams) == set(range(STREAMS))
