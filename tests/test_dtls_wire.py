@@ -310,9 +310,8 @@ def sctp_packets(sniffer: socket.socket, udp_port: int | None = None) -> list[by
     packets: list[bytes] = []
     while True:
         try:
-            frame, address = sniffer.recvfrom(
-                1 << 17, socket.MSG_DONTWAIT
-            )  # past 64 KiB: PMTU probes
+            # Frames may pass 64 KiB: PLPMTUD probes fill the 64 KiB of lo's MTU.
+            frame, address = sniffer.recvfrom(1 << 17, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return packets
         ip = frame[14:]
