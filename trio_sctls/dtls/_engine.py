@@ -41,6 +41,7 @@ is sent (:meth:`DTLSEngine.sending`), retire once both ends' Finished have cross
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import final
@@ -56,6 +57,7 @@ from ._records import (
     APPLICATION_DATA,
     CHANGE_CIPHER_SPEC,
     CONTROL_TYPES,
+    HANDSHAKE,
     HEADER_SIZE,
     MAX_PLAINTEXT,
     RecordHeader,
@@ -73,6 +75,9 @@ MAX_EARLY_RECORDS = 256
 #: How much one read from OpenSSL may return (a record's plaintext, plus one byte).
 _READ_SIZE = MAX_PLAINTEXT + 1
 _BIO_READ_SIZE = 1 << 20
+#: The DTLS handshake header (RFC 6347 section 4.2.2) after msg_type and length:
+#: message_seq (2), fragment_offset (3, as 1 + 2).
+_HANDSHAKE_HEADER = struct.Struct("!4xHBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,11 @@ class DTLSEngine:
         self._readable_epoch = 0
         self._secret_pending = False
         self._pinned: bytes | None = None
+        # What was already sent, to drop OpenSSL's own retransmissions (RFC 6083
+        # section 3.5: SCTP is reliable, DTLS must not retransmit): clear handshake
+        # fragments by (epoch, message_seq, fragment_offset), ChangeCipherSpec by epoch.
+        self._sent_fragments: set[tuple[int, int, int]] = set()
+        self._sent_ccs: set[int] = set()
         #: Handshakes completed (the first one and every renegotiation).
         self.handshakes = 0
         #: The peer sent close_notify.
@@ -375,7 +385,14 @@ class DTLSEngine:
                 break
         if not chunks:
             return
+        resent_epoch = -1
         for header, record in split_records(b"".join(chunks)):
+            if self._retransmitted(header, record, resent_epoch):
+                if header.content_type == CHANGE_CIPHER_SPEC:
+                    # The encrypted Finished after a repeated ChangeCipherSpec (in the
+                    # same write) is the same flight again; its header cannot show it.
+                    resent_epoch = header.epoch + 1
+                continue
             if header.content_type == APPLICATION_DATA:
                 target = OutgoingRecord(record, header, stream, ppid, unordered)
             else:
@@ -384,6 +401,26 @@ class DTLSEngine:
                 self._install_secret()
             self._produced_epoch = max(self._produced_epoch, header.epoch)
             self._outgoing.append(target)
+
+    def _retransmitted(self, header: RecordHeader, record: bytes, resent_epoch: int) -> bool:
+        """Whether OpenSSL's timer wrote this record again (remember it if not)."""
+        if header.content_type == CHANGE_CIPHER_SPEC:
+            if header.epoch in self._sent_ccs:
+                return True
+            self._sent_ccs.add(header.epoch)
+            return False
+        if header.content_type != HANDSHAKE:
+            return False
+        if header.epoch == resent_epoch:
+            return True
+        if header.epoch > 0 or len(record) < HEADER_SIZE + _HANDSHAKE_HEADER.size:
+            return False
+        message_seq, offset_high, offset_low = _HANDSHAKE_HEADER.unpack_from(record, HEADER_SIZE)
+        key = (header.epoch, message_seq, offset_high << 16 | offset_low)
+        if key in self._sent_fragments:
+            return True
+        self._sent_fragments.add(key)
+        return False
 
     def _install_secret(self) -> None:
         """This handshake's master secret exists now: install its SCTP-AUTH key."""
