@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -495,3 +496,30 @@ async def test_the_label_bug_option_keys_with_old_openssls_label_and_needs_it_on
     assert (await server.receive()).data == b"keyed the old way"
     await client.aclose()
     await server.aclose()
+
+
+def test_openssl_retransmissions_never_reach_the_transport(pems: dict[str, Path]) -> None:
+    # RFC 6083 section 3.5: SCTP is reliable, so DTLS must not retransmit. OpenSSL's
+    # timer (1 s, wall clock) fires when it is driven with nothing to read after the
+    # timer expired: hold the server's flight 1.2 s, then feed it one record at a time.
+    client = DTLSEngine(client_context(pems), MemoryAuthKeys(), server_side=False)
+    server = DTLSEngine(server_context(pems), MemoryAuthKeys(), server_side=True)
+    client.start()
+    server.start()
+    sent: list[tuple[int, int]] = []
+    for round_ in range(6):
+        from_client = client.outgoing()
+        sent += [(r.header.content_type, r.header.epoch) for r in from_client]
+        for record in from_client:
+            client.sending(record)
+            client.sent(record)
+            server.receive(record.data, record.stream, record.ppid, record.unordered)
+        from_server = server.outgoing()
+        if round_ < 2:
+            time.sleep(1.2)
+        for record in from_server:
+            server.sending(record)
+            server.sent(record)
+            client.receive(record.data, record.stream, record.ppid, record.unordered)
+    assert client.handshake_complete and server.handshake_complete
+    assert sent == [(22, 0), (22, 0), (20, 0), (22, 1)]
