@@ -34,7 +34,6 @@ from trio_sctls.dtls import (
     DTLSListener,
     DTLSOptions,
     create_dtls_context,
-    open_dtls_association,
     serve_dtls,
 )
 
@@ -42,6 +41,7 @@ from .conftest import SERVER_NAME
 from .sctp.kernel_udp import free_udp_port, kernel_auth_enabled, kernel_sctp_over_udp
 from .test_cli import STEP, Lines, running_command
 from .test_dtls import pems
+from .test_dtls_wire import connect as dtls_client
 
 pytestmark = pytest.mark.kernel
 
@@ -148,14 +148,7 @@ async def s_server(
 def connect(
     port: int, pems: dict[str, Path], transport: Transport, options: DTLSOptions | None = None
 ) -> AbstractAsyncContextManager[DTLSAssociation]:
-    return open_dtls_association(
-        "127.0.0.1",
-        port,
-        ssl_context=create_dtls_context(cafile=pems["ca"]),
-        server_hostname=SERVER_NAME,
-        options=options,
-        **transport.keywords,  # type: ignore[arg-type]
-    )
+    return dtls_client(port, pems, options=options, **transport.keywords)
 
 
 async def from_openssl(association: DTLSAssociation, server: OpenSSLPeer, tag: str) -> None:
