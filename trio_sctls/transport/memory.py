@@ -30,7 +30,8 @@ import itertools
 import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, TypedDict, final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, final
 
 import trio
 
@@ -116,6 +117,23 @@ class _Inbox:
         self.drained.unpark_all()
 
 
+@dataclass(frozen=True, slots=True)
+class _End:
+    """What one end brings to the association: its INIT's stream counts, its message
+    limit, the delay it puts on what it sends, and its address."""
+
+    outbound: int
+    max_inbound: int
+    max_message_size: int
+    delay: StreamDelay | None = None
+    address: tuple[str, int] = ("memory", 0)
+
+    def __post_init__(self) -> None:
+        for name, count in (("outbound", self.outbound), ("max_inbound", self.max_inbound)):
+            if not 1 <= count <= 65535:
+                raise ValueError(f"{name} streams must be in 1..65535, not {count}")
+
+
 @final
 class MemoryTransport(MessageTransport):
     """One end of an in-process association. Create pairs with :func:`memory_pair` or
@@ -128,27 +146,18 @@ class MemoryTransport(MessageTransport):
 
     kind = "memory"
 
-    def __init__(
-        self,
-        *,
-        inbox: _Inbox,
-        outbound_streams: int,
-        inbound_streams: int,
-        max_message_size: int,
-        delay: StreamDelay | None,
-        local: tuple[str, int],
-        peer: tuple[str, int],
-        auth: bool = False,
-    ) -> None:
+    def __init__(self, inbox: _Inbox, me: _End, peer: _End, *, auth: bool = False) -> None:
         self._inbox = inbox
         self._auth_keys = MemoryAuthKeys() if auth else None
-        self._outbound_streams = outbound_streams
-        self._inbound_streams = inbound_streams
-        self._max_message_size = max_message_size
-        self._delay = delay
-        self._local = local
-        self._peer_address = peer
-        self._peer: MemoryTransport = self  # set by memory_pair
+        # Stream counts as INIT/INIT ACK settle them: each side sends on at most as many
+        # streams as the other accepts.
+        self._outbound_streams = min(me.outbound, peer.max_inbound)
+        self._inbound_streams = min(peer.outbound, me.max_inbound)
+        self._max_message_size = me.max_message_size
+        self._delay = me.delay
+        self._local = me.address
+        self._peer_address = peer.address
+        self._peer: MemoryTransport = self  # set by _pair
 
     @property
     def local_addresses(self) -> list[tuple[str, int]]:
@@ -323,50 +332,23 @@ def memory_pair(
         server_address: the address reported as the server's.
         auth: both ends negotiated SCTP-AUTH (RFC 4895): each gets a key table.
     """
-    for name, count in (
-        ("client_outbound", client_outbound),
-        ("client_max_inbound", client_max_inbound),
-        ("server_outbound", server_outbound),
-        ("server_max_inbound", server_max_inbound),
-    ):
-        if not 1 <= count <= 65535:
-            raise ValueError(f"{name} must be in 1..65535, not {count}")
-    to_server = _Inbox(window)
-    to_client = _Inbox(window)
-    c2s = min(client_outbound, server_max_inbound)
-    s2c = min(server_outbound, client_max_inbound)
-    client = MemoryTransport(
-        inbox=to_client,
-        outbound_streams=c2s,
-        inbound_streams=s2c,
-        max_message_size=max_message_size,
-        delay=client_delay,
-        local=client_address,
-        peer=server_address,
-        auth=auth,
+    server_limit = server_max_message_size or max_message_size
+    return _pair(
+        _End(client_outbound, client_max_inbound, max_message_size, client_delay, client_address),
+        _End(server_outbound, server_max_inbound, server_limit, server_delay, server_address),
+        window,
+        auth,
     )
-    server = MemoryTransport(
-        inbox=to_server,
-        outbound_streams=s2c,
-        inbound_streams=c2s,
-        max_message_size=server_max_message_size or max_message_size,
-        delay=server_delay,
-        local=server_address,
-        peer=client_address,
-        auth=auth,
-    )
-    client._peer, server._peer = server, client
-    return client, server
 
 
-class _ServerEnd(TypedDict):
-    """What a listener passes to :func:`memory_pair` for its side of an association."""
-
-    server_outbound: int
-    server_max_inbound: int
-    server_max_message_size: int
-    server_delay: StreamDelay | None
-    window: int
+def _pair(
+    client: _End, server: _End, window: int, auth: bool
+) -> tuple[MemoryTransport, MemoryTransport]:
+    """The two transports of a new association between ``client`` and ``server``."""
+    client_end = MemoryTransport(_Inbox(window), client, server, auth=auth)
+    server_end = MemoryTransport(_Inbox(window), server, client, auth=auth)
+    client_end._peer, server_end._peer = server_end, client_end
+    return client_end, server_end
 
 
 _listeners: dict[int, MemoryListener] = {}
@@ -380,11 +362,12 @@ class MemoryListener(MessageListener):
 
     kind = "memory"
 
-    def __init__(self, port: int, server_end: _ServerEnd, *, auth: bool = False) -> None:
+    def __init__(self, port: int, end: _End, window: int, *, auth: bool = False) -> None:
         self._port = port
         self.auth = auth
-        #: The server's half of the :func:`memory_pair` arguments of each association.
-        self.server_end = server_end
+        #: The server's side of each association it accepts.
+        self.end = end
+        self.window = window
         self._send, self._receive = trio.open_memory_channel[MemoryTransport](math.inf)
 
     @property
@@ -441,14 +424,8 @@ async def listen_memory(
         import errno
 
         raise OSError(errno.EADDRINUSE, f"memory port {port} is already in use")
-    server_end = _ServerEnd(
-        server_outbound=outbound_streams,
-        server_max_inbound=max_inbound_streams,
-        server_max_message_size=max_message_size,
-        server_delay=delay,
-        window=window,
-    )
-    listener = MemoryListener(port, server_end, auth=auth)
+    end = _End(outbound_streams, max_inbound_streams, max_message_size, delay, ("memory", port))
+    listener = MemoryListener(port, end, window, auth=auth)
     _listeners[port] = listener
     return listener
 
@@ -482,16 +459,9 @@ async def connect_memory(
         raise ConnectionRefusedError(
             f"the peer on memory port {port} does not support SCTP-AUTH (RFC 4895)"
         )
-    client, server = memory_pair(
-        client_outbound=outbound_streams,
-        client_max_inbound=max_inbound_streams,
-        client_delay=delay,
-        max_message_size=max_message_size,
-        client_address=("memory", next(_next_client_port)),
-        server_address=("memory", port),
-        auth=auth,
-        **listener.server_end,
-    )
+    address = ("memory", next(_next_client_port))
+    client_end = _End(outbound_streams, max_inbound_streams, max_message_size, delay, address)
+    client, server = _pair(client_end, listener.end, listener.window, auth)
     if listener.auth and not auth:
         server.abort("this endpoint requires SCTP-AUTH (RFC 4895)")
         return client
