@@ -226,7 +226,7 @@ def test_key_switch_in_the_shape_of_rfc_6083() -> None:
     # The old key goes: what is signed with it is dropped from then on.
     a.delete_key(0)
     b.delete_key(0)
-    assert a.key_ids == b.key_ids == [1]
+    assert a.key_ids == b.key_ids == (1,)
     net.a.assoc.send(b"after the switch", 0)
     assert net.run_until(lambda: net.b.messages()[-1:] == [b"after the switch"], 10)
     forged = build_data_signed_with(net, key_id=0)

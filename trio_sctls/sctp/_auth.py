@@ -197,59 +197,33 @@ class AuthCounters:
     dropped_chunks: int = 0
 
 
-class AssociationAuth:
-    """The SCTP-AUTH state of one association: its keys and counters.
+class KeyTable:
+    """The endpoint-pair shared keys of one association, as RFC 4895 section 6.1 and
+    RFC 6458 section 8.3 manage them: key 0, empty, from the start; one key active for
+    sending; a deactivated key no longer signs but still checks until it is deleted.
 
-    It is what :attr:`Association.auth <trio_sctls.sctp.Association.auth>` returns once
-    both sides agreed on SCTP-AUTH, and it implements the transports'
-    :class:`~trio_sctls.transport.AuthKeys` protocol. Key management mistakes raise
-    :class:`AuthKeyError`.
+    Every implementation of :class:`~trio_sctls.transport.AuthKeys` that keeps its own
+    table (this core's, the memory transport's) is one of these, so a key schedule
+    that works on one works on the other. Mistakes raise :class:`AuthKeyError`.
     """
 
-    def __init__(self, local: AuthSide, peer: AuthSide) -> None:
-        ours, theirs = local.vector(), peer.vector()
-        low, high = sorted((ours, theirs), key=lambda v: int.from_bytes(v, "big"))
-        self._vectors = low + high
-        self._verify_types = local.chunk_types
-        self._sign_types = peer.chunk_types
-        self._our_hmacs = frozenset(local.hmacs.hmac_ids) & HMACS.keys()
-        #: The HMAC our AUTH chunks use: the peer's favourite among those we offered
-        #: (both lists hold SHA-1, so there is one).
-        self.hmac_id = next(h for h in peer.hmacs.hmac_ids if h in self._our_hmacs)
+    def __init__(self) -> None:
         self._keys: dict[int, bytes] = {0: b""}
-        #: (key id, HMAC id) -> an HMAC keyed with the association key, copied per use.
-        self._macs: dict[tuple[int, int], hmac.HMAC] = {}
         self._deactivated: set[int] = set()
         self._active = 0
-        #: What was discarded, by reason.
-        self.counters = AuthCounters()
-        #: An ERROR chunk to send (Unsupported HMAC Identifier), taken by the association.
-        self.report: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"<AssociationAuth active={self._active} keys={sorted(self._keys)}>"
-
-    # -- keys (the AuthKeys protocol) ---------------------------------------------------
 
     @property
     def active_key_id(self) -> int:
-        """The shared key identifier our AUTH chunks carry now."""
+        """The shared key identifier that signs what we send now."""
         return self._active
 
     @property
-    def key_ids(self) -> list[int]:
-        """The installed shared key identifiers."""
-        return sorted(self._keys)
+    def key_ids(self) -> tuple[int, ...]:
+        """The installed shared key identifiers, deactivated ones included."""
+        return tuple(sorted(self._keys))
 
-    @property
-    def sign_types(self) -> frozenset[int]:
-        """The chunk types the peer asked us to authenticate."""
-        return self._sign_types
-
-    @property
-    def verify_types(self) -> frozenset[int]:
-        """The chunk types we asked the peer to authenticate."""
-        return self._verify_types
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} active={self._active} keys={self.key_ids}>"
 
     def add_key(self, key_id: int, secret: bytes) -> None:
         """Install endpoint-pair shared key ``key_id`` (replacing one that is not active)."""
@@ -258,8 +232,8 @@ class AssociationAuth:
         if key_id == self._active and secret != self._keys[key_id]:
             raise AuthKeyError(f"shared key {key_id} is active: it cannot be replaced")
         self._keys[key_id] = bytes(secret)
-        self._forget_macs(key_id)
         self._deactivated.discard(key_id)
+        self._key_changed(key_id)
 
     def activate_key(self, key_id: int) -> None:
         """Sign what we send from now on with ``key_id``."""
@@ -277,8 +251,11 @@ class AssociationAuth:
         """Forget ``key_id``: what the peer signs with it is dropped from now on."""
         self._need_inactive(key_id)
         del self._keys[key_id]
-        self._forget_macs(key_id)
         self._deactivated.discard(key_id)
+        self._key_changed(key_id)
+
+    def _key_changed(self, key_id: int) -> None:
+        """Hook: the secret of ``key_id`` was replaced or deleted."""
 
     def _need(self, key_id: int) -> None:
         if key_id not in self._keys:
@@ -289,7 +266,45 @@ class AssociationAuth:
         if key_id == self._active:
             raise AuthKeyError(f"shared key {key_id} is the active key")
 
-    def _forget_macs(self, key_id: int) -> None:
+
+class AssociationAuth(KeyTable):
+    """The SCTP-AUTH state of one association: its keys and counters.
+
+    It is what :attr:`Association.auth <trio_sctls.sctp.Association.auth>` returns once
+    both sides agreed on SCTP-AUTH, and it implements the transports'
+    :class:`~trio_sctls.transport.AuthKeys` protocol. Key management mistakes raise
+    :class:`AuthKeyError`.
+    """
+
+    def __init__(self, local: AuthSide, peer: AuthSide) -> None:
+        super().__init__()
+        ours, theirs = local.vector(), peer.vector()
+        low, high = sorted((ours, theirs), key=lambda v: int.from_bytes(v, "big"))
+        self._vectors = low + high
+        self._verify_types = local.chunk_types
+        self._sign_types = peer.chunk_types
+        self._our_hmacs = frozenset(local.hmacs.hmac_ids) & HMACS.keys()
+        #: The HMAC our AUTH chunks use: the peer's favourite among those we offered
+        #: (both lists hold SHA-1, so there is one).
+        self.hmac_id = next(h for h in peer.hmacs.hmac_ids if h in self._our_hmacs)
+        #: (key id, HMAC id) -> an HMAC keyed with the association key, copied per use.
+        self._macs: dict[tuple[int, int], hmac.HMAC] = {}
+        #: What was discarded, by reason.
+        self.counters = AuthCounters()
+        #: An ERROR chunk to send (Unsupported HMAC Identifier), taken by the association.
+        self.report: bytes | None = None
+
+    @property
+    def sign_types(self) -> frozenset[int]:
+        """The chunk types the peer asked us to authenticate."""
+        return self._sign_types
+
+    @property
+    def verify_types(self) -> frozenset[int]:
+        """The chunk types we asked the peer to authenticate."""
+        return self._verify_types
+
+    def _key_changed(self, key_id: int) -> None:
         for hmac_id in HMACS:
             self._macs.pop((key_id, hmac_id), None)
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import final
 
-#: RFC 4895 section 4.1: Shared Key Identifiers are 16-bit.
-_MAX_KEY_ID = 0xFFFF
+from ..sctp._auth import KeyTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,75 +29,15 @@ class Signature:
 
 
 @final
-class MemoryAuthKeys:
+class MemoryAuthKeys(KeyTable):
     """The endpoint-pair shared keys of one end of a memory association (implements
-    :class:`~trio_sctls.transport.AuthKeys`). Key 0, empty, exists from the start
-    (RFC 4895 section 6.1)."""
+    :class:`~trio_sctls.transport.AuthKeys`): the core's key table, so that key
+    schedules behave as on udp, plus the simulation's signing and checking."""
 
     def __init__(self) -> None:
-        self._keys: dict[int, bytes] = {0: b""}
-        self._deactivated: set[int] = set()
-        self._active = 0
+        super().__init__()
         #: Messages dropped because their signature did not verify.
         self.dropped = 0
-
-    @property
-    def active_key_id(self) -> int:
-        """The key our messages are signed with now."""
-        return self._active
-
-    @property
-    def key_ids(self) -> tuple[int, ...]:
-        """The ids of the keys held (deactivated ones included), for tests and logs."""
-        return tuple(sorted(self._keys))
-
-    def add_key(self, key_id: int, secret: bytes) -> None:
-        """Install ``secret`` as shared key ``key_id``.
-
-        Raises:
-            ValueError: ``key_id`` is out of range or is the active key.
-        """
-        _check_id(key_id)
-        if key_id == self._active and key_id in self._keys:
-            raise ValueError(f"key {key_id} is the active key and cannot be replaced")
-        self._keys[key_id] = bytes(secret)
-        self._deactivated.discard(key_id)
-
-    def activate_key(self, key_id: int) -> None:
-        """Sign what we send from now on with ``key_id``.
-
-        Raises:
-            ValueError: no such key, or it was deactivated.
-        """
-        if key_id not in self._keys or key_id in self._deactivated:
-            raise ValueError(f"key {key_id} is not an installed, usable key")
-        self._active = key_id
-
-    def deactivate_key(self, key_id: int) -> None:
-        """Stop signing with ``key_id``; messages signed with it are still accepted until
-        it is deleted, as on the other transports (RFC 6458 section 8.3.4).
-
-        Raises:
-            ValueError: no such key, or it is the active key.
-        """
-        self._check_inactive(key_id)
-        self._deactivated.add(key_id)
-
-    def delete_key(self, key_id: int) -> None:
-        """Forget ``key_id``.
-
-        Raises:
-            ValueError: no such key, or it is the active key.
-        """
-        self._check_inactive(key_id)
-        del self._keys[key_id]
-        self._deactivated.discard(key_id)
-
-    def _check_inactive(self, key_id: int) -> None:
-        if key_id not in self._keys:
-            raise ValueError(f"no key {key_id}")
-        if key_id == self._active:
-            raise ValueError(f"key {key_id} is the active key; activate another first")
 
     def sign(self) -> Signature:
         """The signature of a message sent now."""
@@ -110,8 +49,3 @@ class MemoryAuthKeys:
             return True
         self.dropped += 1
         return False
-
-
-def _check_id(key_id: int) -> None:
-    if not 0 <= key_id <= _MAX_KEY_ID:
-        raise ValueError(f"SCTP-AUTH key ids are 0..{_MAX_KEY_ID}, not {key_id}")
