@@ -20,6 +20,8 @@ from trio_sctls import (
     HandshakeError,
     PeerIdentityError,
     RemoteProtocolError,
+    ServerOptions,
+    TransportOptions,
     open_transport,
 )
 from trio_sctls.dtls import (
@@ -30,6 +32,7 @@ from trio_sctls.dtls import (
     DTLSOptions,
     create_dtls_context,
     open_dtls_association,
+    open_dtls_listener,
     serve_dtls,
 )
 from trio_sctls.dtls._keys import KeySchedule, next_key_id
@@ -446,6 +449,73 @@ async def test_asking_for_dtls_without_sctp_auth_is_refused(pems: dict[str, Path
             None, 1, ssl_context=client_context(pems), transport="memory", auth=False
         ):
             pass  # pragma: no cover
+
+
+async def test_options_objects_and_their_fields_reach_the_transport_and_the_server(
+    pems: dict[str, Path],
+) -> None:
+    """The transport and server options come whole or field by field, as keywords."""
+    memory = TransportOptions(transport="memory", outbound_streams=3)
+    limits = ServerOptions(max_associations=1)
+    async with trio.open_nursery() as nursery:
+        listener: DTLSListener = await nursery.start(
+            lambda task_status: serve_dtls(
+                echo_one,
+                0,
+                ssl_context=server_context(pems),
+                transport_options=memory,
+                server_options=limits,
+                max_inbound_streams=2,
+                task_status=task_status,
+            )
+        )
+        async with open_dtls_association(
+            None,
+            listener.port,
+            ssl_context=client_context(pems),
+            server_hostname=SERVER_NAME,
+            transport_options=memory,
+            max_inbound_streams=5,
+        ) as association:
+            # 2 streams: the server's max_inbound_streams field over our 3 outbound.
+            assert association.transport.outbound_streams == 2
+            assert association.transport.inbound_streams == 3
+            await association.send_message(b"hi", stream=1)
+            assert (await association.receive()).data == b"hi"
+        nursery.cancel_scope.cancel()
+
+
+async def echo_one(association: DTLSAssociation) -> None:
+    message = await association.receive()
+    await association.send_message(message.data, stream=message.stream)
+
+
+async def test_a_misspelt_keyword_is_refused_by_every_dtls_entry_point(
+    pems: dict[str, Path],
+) -> None:
+    with pytest.raises(TypeError, match="outbound_stream"):
+        async with open_dtls_association(
+            None,
+            1,
+            ssl_context=client_context(pems),
+            outbound_stream=3,  # type: ignore[call-arg]
+        ):
+            pass  # pragma: no cover
+    with pytest.raises(TypeError, match="max_association"):
+        async with open_dtls_listener(
+            0,
+            ssl_context=server_context(pems),
+            transport="memory",
+            max_association=1,  # type: ignore[call-arg]
+        ):
+            pass  # pragma: no cover
+    with pytest.raises(TypeError, match="server_option"):
+        await serve_dtls(
+            echo_one,
+            0,
+            ssl_context=server_context(pems),
+            server_option=None,  # type: ignore[call-arg]
+        )
 
 
 def active_secret(association: DTLSAssociation) -> bytes:

@@ -1,5 +1,10 @@
 """Entry points of DTLS over SCTP, in the style of the plain-SCTP and RFC 3436 ones.
 
+Their arguments say where first (the peer or the local address, and the name the
+peer's certificate must carry), then how (the DTLS context and options); the
+transport and server options come whole or field by field as keywords, as
+:func:`~trio_sctls.open_sctp_association` takes them.
+
 The transport is asked for SCTP-AUTH (``auth=True``, which RFC 6083 requires) and
 otherwise opened exactly as :func:`~trio_sctls.open_sctp_association` and
 :func:`~trio_sctls.serve_sctp` open it; the server side runs on the same serving loop
@@ -39,8 +44,31 @@ from ._options import DTLSOptions
 
 log = logging.getLogger("trio_sctls")
 
+#: What :func:`serve_dtls` calls for each association, once its handshake completed.
+DTLSHandler = Callable[[DTLSAssociation], Awaitable[object]]
+
+
+class DTLSClientKeywords(TransportKeywords, total=False):
+    """Keyword arguments of :func:`open_dtls_association` after its DTLS ones: as for
+    :func:`~trio_sctls.open_sctp_association`, the transport options whole
+    (``transport_options``) and field by field."""
+
+    transport_options: TransportOptions | None
+
+
+class DTLSServerKeywords(PlainServerKeywords, total=False):
+    """Keyword arguments of :func:`serve_dtls` and :func:`open_dtls_listener` after
+    their DTLS ones: the transport and server options whole and field by field (a
+    listener takes no server fields)."""
+
+    transport_options: TransportOptions | None
+    server_options: ServerOptions | None
+
 
 def _with_auth(base: TransportOptions | None, keywords: Mapping[str, Any]) -> TransportOptions:
+    """The transport options with ``auth`` on, from ``base`` and the keyword fields
+    (checked: a typo must not pass silently)."""
+    check_keywords(keywords, secure=False)
     if keywords.get("auth") is False:
         raise ValueError("DTLS over SCTP requires SCTP-AUTH (RFC 6083 section 4.5): auth=True")
     return make_transport_options(base, {**keywords, "auth": True})
@@ -51,11 +79,10 @@ async def open_dtls_association(
     host: Hosts,
     port: int,
     *,
-    ssl_context: SSL.Context,
     server_hostname: str | None = None,
+    ssl_context: SSL.Context,
     options: DTLSOptions | None = None,
-    transport_options: TransportOptions | None = None,
-    **keywords: Unpack[TransportKeywords],
+    **keywords: Unpack[DTLSClientKeywords],
 ) -> AsyncIterator[DTLSAssociation]:
     """Open an SCTP association with SCTP-AUTH to ``host``:``port``, run the DTLS 1.2
     handshake as the client (RFC 6083), and yield the
@@ -68,14 +95,13 @@ async def open_dtls_association(
         host: the server's address, or several (multihoming); ignored by the memory
             transport.
         port: the server's SCTP port.
-        ssl_context: a pyOpenSSL ``SSL.Context(SSL.DTLS_METHOD)`` that verifies the
-            server (see :func:`~trio_sctls.dtls.create_dtls_context`).
         server_hostname: the DNS name or IP address the server's certificate must
             match (checked with ``service_identity``); ``None`` checks only the chain.
+        ssl_context: a pyOpenSSL ``SSL.Context(SSL.DTLS_METHOD)`` that verifies the
+            server (see :func:`~trio_sctls.dtls.create_dtls_context`).
         options: see :class:`~trio_sctls.dtls.DTLSOptions`.
-        transport_options: see :class:`~trio_sctls.TransportOptions` (``auth`` is
-            forced on).
-        **keywords: fields of :class:`~trio_sctls.TransportOptions`.
+        **keywords: ``transport_options`` (a :class:`~trio_sctls.TransportOptions`)
+            and its fields one by one; ``auth`` is forced on.
 
     Raises:
         HandshakeError: the handshake failed (wrong CA, wrong name...) or timed out.
@@ -83,8 +109,7 @@ async def open_dtls_association(
             RFC 6083.
         OSError: the association could not be established.
     """
-    check_keywords(keywords, secure=False)
-    sctp_options = _with_auth(transport_options, keywords)
+    sctp_options = _with_auth(keywords.pop("transport_options", None), keywords)
     async with open_client(host_tuple(host), port, sctp_options) as sctp:
         association = DTLSAssociation(
             sctp,
@@ -146,48 +171,48 @@ class DTLSListener(ListenerPorts):
 async def open_dtls_listener(
     port: int,
     *,
-    ssl_context: SSL.Context,
     host: Hosts = None,
+    ssl_context: SSL.Context,
     options: DTLSOptions | None = None,
-    transport_options: TransportOptions | None = None,
-    **keywords: Unpack[TransportKeywords],
+    **keywords: Unpack[DTLSServerKeywords],
 ) -> AsyncIterator[DTLSListener]:
     """Listen for DTLS-over-SCTP associations; yield the :class:`DTLSListener`.
 
     Args:
         port: the SCTP port (0 picks a free one: see the listener's ``port``).
-        ssl_context: a pyOpenSSL DTLS server context with a certificate.
         host: local address(es) to bind; all by default.
+        ssl_context: a pyOpenSSL DTLS server context with a certificate.
         options: see :class:`~trio_sctls.dtls.DTLSOptions`.
-        transport_options: see :class:`~trio_sctls.TransportOptions` (``auth`` is
-            forced on).
-        **keywords: fields of :class:`~trio_sctls.TransportOptions`.
+        **keywords: ``transport_options`` (a :class:`~trio_sctls.TransportOptions`)
+            and its fields one by one; ``auth`` is forced on.
 
     Raises:
         OSError: the port could not be bound.
     """
-    check_keywords(keywords, secure=False)
-    sctp_options = _with_auth(transport_options, keywords)
-    async with open_server(port, host_tuple(host), sctp_options) as transport_listener:
-        yield DTLSListener(
-            transport_listener, ssl_context, options if options is not None else DTLSOptions()
-        )
+    dtls_options = options if options is not None else DTLSOptions()
+    sctp_options = _with_auth(keywords.pop("transport_options", None), keywords)
+    async with _listening(port, host, ssl_context, dtls_options, sctp_options) as listener:
+        yield listener
 
 
-DTLSHandler = Callable[[DTLSAssociation], Awaitable[object]]
+@asynccontextmanager
+async def _listening(
+    port: int, host: Hosts, ssl_context: SSL.Context, options: DTLSOptions, sctp: TransportOptions
+) -> AsyncIterator[DTLSListener]:
+    """:func:`open_dtls_listener` once its keywords are resolved into options."""
+    async with open_server(port, host_tuple(host), sctp) as transport_listener:
+        yield DTLSListener(transport_listener, ssl_context, options)
 
 
 async def serve_dtls(
     handler: DTLSHandler,
     port: int,
     *,
-    ssl_context: SSL.Context,
     host: Hosts = None,
+    ssl_context: SSL.Context,
     options: DTLSOptions | None = None,
-    transport_options: TransportOptions | None = None,
-    server_options: ServerOptions | None = None,
     task_status: trio.TaskStatus[DTLSListener] = trio.TASK_STATUS_IGNORED,
-    **keywords: Unpack[PlainServerKeywords],
+    **keywords: Unpack[DTLSServerKeywords],
 ) -> None:
     """Accept DTLS-over-SCTP associations on ``port`` until cancelled, and call
     ``handler(association)`` for each, in its own task, once its handshake has
@@ -203,29 +228,25 @@ async def serve_dtls(
     Args:
         handler: ``async def handler(association)``.
         port: the SCTP port (0 picks one; see ``task_status``).
-        ssl_context: a pyOpenSSL DTLS server context with a certificate.
         host: local address(es) to bind; all by default.
+        ssl_context: a pyOpenSSL DTLS server context with a certificate.
         options: see :class:`~trio_sctls.dtls.DTLSOptions`.
-        transport_options: see :class:`~trio_sctls.TransportOptions`.
-        server_options: limits and the shutdown deadline.
         task_status: with ``nursery.start``, receives the :class:`DTLSListener`.
-        **keywords: fields of :class:`~trio_sctls.TransportOptions` and
-            :class:`~trio_sctls.ServerOptions`.
+        **keywords: ``transport_options`` (a :class:`~trio_sctls.TransportOptions`)
+            and ``server_options`` (a :class:`~trio_sctls.ServerOptions`: limits and
+            the shutdown deadline), and the fields of either one by one.
 
     Raises:
         OSError: the port could not be bound.
     """
+    server_options = keywords.pop("server_options", None)
+    transport_options = keywords.pop("transport_options", None)
     limits, transport_keywords = split_server_keywords(server_options, keywords, secure=False)
+    dtls_options = options if options is not None else DTLSOptions()
+    sctp_options = _with_auth(transport_options, transport_keywords)
 
     def open_one() -> AbstractAsyncContextManager[DTLSListener]:
-        return open_dtls_listener(
-            port,
-            ssl_context=ssl_context,
-            host=host,
-            options=options,
-            transport_options=transport_options,
-            **transport_keywords,
-        )
+        return _listening(port, host, ssl_context, dtls_options, sctp_options)
 
     async def handshake_then_handle(association: DTLSAssociation) -> None:
         await association.do_handshake()
