@@ -21,6 +21,22 @@ async def test_stream_counts_are_negotiated_like_init_and_init_ack() -> None:
     assert (server.outbound_streams, server.inbound_streams) == (6, 4)
 
 
+def test_stream_counts_outside_1_to_65535_are_refused_by_memory_pair() -> None:
+    with pytest.raises(ValueError, match=r"must be in 1\.\.65535, not 0"):
+        memory_pair(client_outbound=0)
+    with pytest.raises(ValueError, match=r"must be in 1\.\.65535, not 65536"):
+        memory_pair(server_max_inbound=65536)
+
+
+async def test_a_listener_or_client_with_a_bad_stream_count_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match=r"must be in 1\.\.65535"):
+        await listen_memory(0, max_inbound_streams=0)
+    listener = await listen_memory(0)
+    with pytest.raises(ValueError, match=r"must be in 1\.\.65535"):
+        await connect_memory(listener.port, outbound_streams=70000)
+    await listener.aclose()
+
+
 async def test_messages_keep_stream_ppid_and_order() -> None:
     client, server = memory_pair()
     for i in range(5):
