@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 import trio.testing
 
+from trio_sctls.sctp import AuthKeyError
 from trio_sctls.transport import (
     Message,
     StreamReset,
 )
+from trio_sctls.transport._memory_auth import MemoryAuthKeys, Signature
 from trio_sctls.transport.memory import connect_memory, listen_memory, memory_pair
 
 
@@ -108,3 +112,29 @@ async def test_receive_nowait_returns_what_is_due_and_would_block_otherwise(
     assert await server.receive() == Message(b"slow", 1)
     # The window counts what receive_nowait took, too.
     assert server._inbox.buffered == 0
+
+
+def test_the_simulated_key_table_refuses_what_the_cores_refuses() -> None:
+    """The memory transport's SCTP-AUTH keys are the core's table (RFC 4895 section 6.1,
+    RFC 6458 section 8.3), so a key schedule that works here works on udp too."""
+    keys = MemoryAuthKeys()
+    mistakes: list[Callable[[], None]] = [
+        lambda: keys.activate_key(5),  # not installed
+        lambda: keys.delete_key(0),  # the active key
+        lambda: keys.deactivate_key(0),
+        lambda: keys.add_key(70000, b"k"),  # ids are 16-bit
+        lambda: keys.add_key(0, b"another secret for the active key"),
+    ]
+    for mistake in mistakes:
+        with pytest.raises(AuthKeyError):
+            mistake()
+    keys.add_key(0, b"")  # the active key's own secret again: nothing changes
+    keys.add_key(2, b"k")
+    keys.deactivate_key(2)
+    with pytest.raises(AuthKeyError, match="deactivated"):
+        keys.activate_key(2)
+    assert keys.key_ids == (0, 2) and keys.active_key_id == 0
+    # A deactivated key still verifies what arrives until it is deleted.
+    assert keys.verify(Signature(2, b"k"))
+    keys.delete_key(2)
+    assert not keys.verify(Signature(2, b"k")) and keys.dropped == 1
