@@ -235,9 +235,9 @@ async def test_openssl_label_bug_needs_our_label_bug_option(
     openssl: Path, pems: dict[str, Path], route: Transport
 ) -> None:
     """``-sctp_label_bug`` exports the SCTP-AUTH key with ``EXPORTER_DTLS_OVER_SCTP\\0``:
-    with the same quirk we interoperate; with the RFC's label the keys differ, each
-    kernel drops the other's Finished (signed with the new key), and the handshake
-    times out."""
+    with the same quirk we interoperate; with the RFC's label the keys differ, our
+    kernel drops OpenSSL's Finished (it finishes second and signs it with its new key),
+    and our handshake times out."""
     quirk = DTLSOptions(label_bug=True)
     with kernel_auth_enabled(1):
         async with (

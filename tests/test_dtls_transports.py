@@ -1,13 +1,5 @@
 """DTLS over SCTP on the real transports (udp here, kernel in the VM), with SCTP-AUTH on
-the wire. NOT COLLECTED YET (the name does not start with ``test_``): on this branch
-the udp and kernel transports ignore ``auth=True`` (their SCTP-AUTH lands with the
-``auth`` branch), and DTLS over SCTP refuses an association without SCTP-AUTH. After
-merging that branch, rename this file to ``tests/test_dtls_transports.py``; until then
-run it by hand to see the refusal:
-
-    .venv/bin/python -m pytest -q tests/dtls_transports_after_auth_merge.py
-
-The kernel rows run in the VM like the other kernel tests (``-m kernel``).
+the wire. The kernel rows run in the VM like the other kernel tests (``-m kernel``).
 """
 
 from __future__ import annotations
@@ -25,8 +17,10 @@ from trio_sctls.dtls import (
     DTLSListener,
     create_dtls_context,
     open_dtls_association,
+    open_dtls_listener,
     serve_dtls,
 )
+from trio_sctls.sctp import AssociationAuth, AuthCounters
 
 from .conftest import SERVER_NAME
 from .test_cli import certs, two_lines_round_trip
@@ -116,6 +110,40 @@ async def test_a_client_trusting_another_ca_fails_and_the_server_serves_on(
         await association.send_message(b"still serving", stream=0)
         assert (await association.receive()).data == b"still serving"
     nursery.cancel_scope.cancel()
+
+
+async def test_no_chunk_is_dropped_for_want_of_a_key_while_switching_keys(
+    pems: dict[str, Path],
+) -> None:
+    """Each Finished travels under a key its receiver already holds, so the key switch
+    costs no retransmission timeout (RFC 6083 section 4.7, as its successor draft and
+    OpenSSL order it). Our SCTP core counts every chunk it drops (RFC 4895 section 6.3);
+    a Finished signed with a key the peer's DTLS layer has not derived yet is one."""
+    context = create_dtls_context(server_side=True, certfile=pems["server"])
+    async with (
+        open_dtls_listener(
+            0, host="127.0.0.1", ssl_context=context, transport="udp", udp_port=0
+        ) as listener,
+        trio.open_nursery() as nursery,
+    ):
+        accepted: list[DTLSAssociation] = []
+
+        async def serve_one() -> None:
+            association = await listener.accept()
+            accepted.append(association)
+            await association.do_handshake()
+            message = await association.receive()
+            await association.send_message(message.data, stream=message.stream)
+
+        nursery.start_soon(serve_one)
+        async with connect("udp", listener, pems) as client:
+            await client.send_message(b"first", stream=1)
+            assert (await client.receive()).data == b"first"
+            for association in (client, accepted[0]):
+                auth = association.transport.auth
+                assert isinstance(auth, AssociationAuth)
+                assert association.active_key_id == 1 and auth.key_ids == (1,)
+                assert auth.counters == AuthCounters(), auth.counters
 
 
 async def test_the_command_line_serves_and_connects_with_dtls(certs: Path) -> None:

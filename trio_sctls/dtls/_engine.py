@@ -34,8 +34,9 @@ peer causes is raised as a :class:`~trio_sctls.AssociationError` naming the stre
 
 Keys. The handshake's SCTP-AUTH key switch (RFC 6083 section 4.7) is driven from here,
 through :class:`._keys.KeySchedule`: install when this handshake's ChangeCipherSpec is
-written or read, activate just before our first record of the new epoch (our Finished)
-is sent (:meth:`DTLSEngine.sending`), retire once both ends' Finished have crossed.
+written or read; switch just before our Finished when the peer's was read already
+(:meth:`DTLSEngine.sending`), else once it is read, so that every Finished travels under
+a key its receiver already holds.
 """
 
 from __future__ import annotations
@@ -298,10 +299,11 @@ class DTLSEngine:
         return records
 
     def sending(self, record: OutgoingRecord) -> None:
-        """``record`` is about to be sent: switch the SCTP-AUTH key first if it opens
-        a new epoch (our Finished, RFC 6083 section 4.7)."""
-        if record.header.epoch > self._sent_epoch:
-            self._schedule.activate()
+        """``record`` is about to be sent. If it is our Finished and the peer's was
+        read already, the peer holds the new key: switch to it first."""
+        epoch = record.header.epoch
+        if epoch > self._sent_epoch and epoch == self._received_epoch and self._secret_pending:
+            self._schedule.switch()
 
     def sent(self, record: OutgoingRecord) -> None:
         """``record`` was handed to SCTP."""
@@ -430,12 +432,12 @@ class DTLSEngine:
             self._secret_pending = True
 
     def _check_round(self) -> None:
-        """Both Finished messages of a handshake have crossed: retire the old key,
-        check the peer's identity, read what arrived early."""
+        """Both Finished messages of a handshake have crossed: switch the SCTP-AUTH
+        key, check the peer's identity, read what arrived early."""
         epoch = self._sent_epoch
         if not (self._secret_pending and epoch == self._received_epoch > self._readable_epoch):
             return
-        self._schedule.retire()
+        self._schedule.switch()
         self._secret_pending = False
         self._readable_epoch = epoch
         self.handshakes += 1

@@ -1,4 +1,5 @@
-"""The SCTP-AUTH key schedule of DTLS over SCTP (RFC 6083 section 4.7).
+"""The SCTP-AUTH key schedule of DTLS over SCTP (RFC 6083 section 4.7, as its successor
+draft-ietf-tsvwg-dtls-over-sctp-bis and OpenSSL have it).
 
 Every DTLS handshake (the first one and each renegotiation) yields a new endpoint-pair
 shared key: 64 bytes of the DTLS exporter with the label ``EXPORTER_DTLS_OVER_SCTP``
@@ -8,20 +9,31 @@ followed by 1: key 0, the empty key of RFC 4895, is never reused). Each end
 1. installs the new key as soon as it can compute it (when it writes its own
    ChangeCipherSpec or reads the peer's, whichever comes first: both happen after the
    handshake's master secret exists);
-2. makes it the active key just before it sends its Finished message;
-3. retires (deactivates, then deletes) the old key once it has both sent its Finished
-   and received the peer's: from then on neither end sends under the old key.
+2. switches to it once the peer is sure to hold it: the end that finishes second
+   (it has read the peer's Finished, so the peer wrote its ChangeCipherSpec and holds
+   the key) switches just before sending its Finished, which then proves end to end
+   that both ends derived the same key; the end that finishes first sends its Finished
+   under the old key and switches when it reads the peer's;
+3. deletes key 0 at the first switch (anyone who saw the INIT and INIT ACK can sign
+   with it), and at later switches the key from two handshakes back; the key it
+   switched away from stays deactivated, still checking what the peer may still
+   retransmit under it, until the next switch.
+
+Why the first Finished travels under the old key, where RFC 6083's text switches
+before every Finished: SCTP checks a chunk when the packet arrives, and the peer can
+compute the new key only once its DTLS layer has read the key exchange and
+ChangeCipherSpec in front of that Finished. Signed with the new key, the first Finished
+is dropped by a peer whose SCTP sees it first, and is delivered only by a
+retransmission, one retransmission timeout later (a second or more on a real path).
+The successor draft moved the switch after the Finished for this reason, and OpenSSL's
+DTLS/SCTP switches exactly as here. It interoperates with both orders: an end that
+switches before its first Finished signs it with a key we installed when we wrote our
+ChangeCipherSpec, and what we send under the old key reaches a peer that deletes the
+old key only after reading our Finished.
 
 What this relies on from SCTP: a message keeps the key that was active when it was
-sent (:class:`~trio_sctls.transport.AuthKeys`). The records that let the peer compute
-the new key (the key exchange, the ChangeCipherSpec) are sent before step 2, so they
-travel, and are retransmitted, under the old key, which the peer holds. Signed with the
-new key they would be dropped by a peer that can learn it only by reading them, on
-every retransmission: the handshake would hang. Only the Finished travels under the new
-key, and the peer's SCTP checks it on arrival, possibly before the peer's DTLS layer
-has read the ChangeCipherSpec: it is then dropped once and retransmitted after an RTO,
-when the peer holds the key. RFC 6083 leaves no earlier moment to switch (section 4.7
-puts the switch before the Finished, and the peer sends nothing we could wait for).
+sent (:class:`~trio_sctls.transport.AuthKeys`), so nothing sent before the switch
+travels under a key the peer cannot know yet.
 """
 
 from __future__ import annotations
@@ -55,6 +67,8 @@ class KeySchedule:
         self._keys = keys
         self._current = keys.active_key_id
         self._new: int | None = None
+        # The key switched away from last time: deactivated, deleted at the next switch.
+        self._previous: int | None = None
         #: Key switches completed (one per handshake).
         self.switches = 0
 
@@ -69,15 +83,18 @@ class KeySchedule:
             self._new = next_key_id(self._current)
             self._keys.add_key(self._new, secret)
 
-    def activate(self) -> None:
-        """Sign from now on with this handshake's key (just before our Finished)."""
-        assert self._new is not None, "install() comes first"
-        self._keys.activate_key(self._new)
-
-    def retire(self) -> None:
-        """Both Finished messages have crossed: forget the previous key."""
-        assert self._new is not None, "install() comes first"
+    def switch(self) -> None:
+        """Sign with this handshake's key from now on, deactivate the one before, and
+        delete key 0 or the one before that. A no-op once this handshake switched."""
+        if self._new is None:
+            return
         old, self._current, self._new = self._current, self._new, None
+        self._keys.activate_key(self._current)
         self._keys.deactivate_key(old)
-        self._keys.delete_key(old)
+        stale, self._previous = self._previous, old
+        if old == 0:
+            self._keys.delete_key(old)
+            self._previous = None
+        elif stale is not None:
+            self._keys.delete_key(stale)
         self.switches += 1

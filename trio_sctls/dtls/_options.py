@@ -29,9 +29,10 @@ class DTLSOptions:
         label_bug: export the SCTP-AUTH keys with the label older OpenSSL used
             (1.0.2 and 1.1.0 among them: ``EXPORTER_DTLS_OVER_SCTP`` with its C
             string's NUL byte counted in), to talk to such a peer, or to OpenSSL 3
-            run with ``-sctp_label_bug``. Both ends must agree: with different labels each end
-            drops the other's DATA once the handshake switches keys, so the handshake
-            never completes. Leave it off otherwise (RFC 6083 section 5 names the label
+            run with ``-sctp_label_bug``. Both ends must agree: with different labels the
+            end that finishes the handshake first drops the other's Finished (signed with
+            the other key), so its handshake never completes and it fails after
+            ``handshake_timeout``. Leave it off otherwise (RFC 6083 section 5 names the label
             without the NUL).
     """
 
