@@ -1,5 +1,6 @@
 """Path MTU discovery over real paths: our udp transport between two network
-namespaces joined by a veth pair of MTU 1500 and 9000, one process at each end.
+namespaces joined by a veth pair of MTU 1500 and 9000, one process at each end, over
+IPv4 and IPv6, and through a router whose narrower link it learns of by ICMP or ICMPv6.
 
 Needs root (CI runs as root) and iproute2; without them the test fails and says why,
 rather than passing without having looked at a real path.
@@ -51,10 +52,37 @@ def test_the_udp_transport_settles_on_the_veth_mtu_and_data_flows(mtu: int) -> N
 
 #: The routed path's addresses: client -- router (a /30 each side) -- server.
 CLIENT, ROUTER_NEAR, ROUTER_FAR, SERVER = "10.212.0.1", "10.212.0.2", "10.212.0.5", "10.212.0.6"
+#: The same path's IPv6 addresses (unique local, a /64 each side).
+CLIENT6, ROUTER_NEAR6, ROUTER_FAR6, SERVER6 = (
+    "fd12:212::1",
+    "fd12:212::2",
+    "fd12:213::1",
+    "fd12:213::2",
+)
+#: A veth pair's IPv6 addresses, added next to its IPv4 ones.
+VETH6_A, VETH6_B = "fd12:211::1", "fd12:211::2"
+
+
+@pytest.mark.parametrize("mtu", [1500, 9000])
+def test_over_ipv6_the_transport_settles_on_the_veth_mtu_and_data_flows(mtu: int) -> None:
+    # IPv6 and UDP headers take 48 bytes, not 28: the SCTP packet is 20 bytes smaller.
+    _require_namespaces()
+    with _netns.veth_pair(mtu=mtu) as (ns_a, ns_b, _addr_a, _addr_b):
+        for ns, address in ((ns_a, VETH6_A), (ns_b, VETH6_B)):
+            # nodad: usable at once, without duplicate address detection's delay.
+            _ip("-n", ns, "addr", "add", f"{address}/64", "dev", _netns.INTERFACE, "nodad")
+        reports = _run_pair(ns_a, ns_b, VETH6_A)
+    for report in reports:
+        assert report["state"] == "SEARCH_COMPLETE"
+        assert report["path_mtu"] == mtu
+        assert report["bytes"] == 64 * 16 * 1024
 
 
 def _ip(*argv: str) -> None:
     subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=10)
+
+
+SIX = {CLIENT: CLIENT6, ROUTER_NEAR: ROUTER_NEAR6, ROUTER_FAR: ROUTER_FAR6, SERVER: SERVER6}
 
 
 @contextmanager
@@ -62,7 +90,8 @@ def _routed_path(near_mtu: int, far_mtu: int) -> Iterator[tuple[str, str, str]]:
     """Three namespaces, client -- router -- server, with links of ``near_mtu`` and
     ``far_mtu``: the client's interface says ``near_mtu``, the path carries less. The
     router answers too-big packets with ICMP Fragmentation Needed, as routers do.
-    Yields the three namespace names; always removes them."""
+    Every link has IPv4 and IPv6 addresses. Yields the three namespace names; always
+    removes them."""
     tag = f"sctls-pmtud-{os.getpid()}-{secrets.token_hex(3)}"
     client, router, server = f"{tag}-c", f"{tag}-r", f"{tag}-s"
     made: list[str] = []
@@ -83,12 +112,16 @@ def _routed_path(near_mtu: int, far_mtu: int) -> Iterator[tuple[str, str, str]]:
             (server, "veth0", SERVER, far_mtu),
         ):
             _ip("-n", ns, "addr", "add", f"{address}/30", "dev", dev)
+            _ip("-n", ns, "addr", "add", f"{SIX[address]}/64", "dev", dev, "nodad")
             _ip("-n", ns, "link", "set", dev, "mtu", str(mtu), "up")
         for ns in made:
             _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", client, "route", "add", "default", "via", ROUTER_NEAR)
         _ip("-n", server, "route", "add", "default", "via", ROUTER_FAR)
-        _netns.run_in(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"], timeout=10)
+        _ip("-n", client, "-6", "route", "add", "default", "via", ROUTER_NEAR6)
+        _ip("-n", server, "-6", "route", "add", "default", "via", ROUTER_FAR6)
+        for forwarding in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+            _netns.run_in(router, ["sysctl", "-qw", forwarding], timeout=10)
         yield client, router, server
     finally:
         for ns in made:
@@ -132,6 +165,13 @@ def _icmp_unreachables_sent(namespace: str) -> int:
     return int(values[names.index("OutDestUnreachs")])
 
 
+def _icmp6_packet_too_big_sent(namespace: str) -> int:
+    """ICMPv6 Packet Too Big messages ``namespace`` has sent, from /proc/net/snmp6."""
+    snmp6 = _netns.run_in(namespace, ["cat", "/proc/net/snmp6"], timeout=10).stdout
+    counters = dict(line.split() for line in snmp6.splitlines() if line.strip())
+    return int(counters["Icmp6OutPktTooBigs"])
+
+
 def test_a_router_s_packet_too_big_is_probed_next() -> None:
     # The client's interface says 9000; a router further on forwards only 1450 (no
     # common plateau). Its ICMP Fragmentation Needed ends the 9000-byte probe at once
@@ -141,6 +181,19 @@ def test_a_router_s_packet_too_big_is_probed_next() -> None:
     with _routed_path(9000, 1450) as (client_ns, router_ns, server_ns):
         client, server = _run_pair(server_ns, client_ns, SERVER)
         assert _icmp_unreachables_sent(router_ns) > 0
+    assert (client["path_mtu"], server["path_mtu"]) == (1448, 1448)
+    for report in (client, server):
+        assert report["state"] == "SEARCH_COMPLETE"
+        assert report["bytes"] == 64 * 16 * 1024
+
+
+def test_over_ipv6_a_router_s_packet_too_big_is_probed_next() -> None:
+    # As above over IPv6, where routers never fragment: the router's ICMPv6 Packet Too
+    # Big names 1450, and the search settles there (1448: whole 4-byte words).
+    _require_namespaces()
+    with _routed_path(9000, 1450) as (client_ns, router_ns, server_ns):
+        client, server = _run_pair(server_ns, client_ns, SERVER6)
+        assert _icmp6_packet_too_big_sent(router_ns) > 0
     assert (client["path_mtu"], server["path_mtu"]) == (1448, 1448)
     for report in (client, server):
         assert report["state"] == "SEARCH_COMPLETE"
