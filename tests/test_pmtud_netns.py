@@ -13,7 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,6 @@ from benchmarks import _netns
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds either end may take: set-up, the search, 1 MiB each way, shutdown.
 TIMEOUT = 60.0
-#: IPv4 + UDP headers under each SCTP packet.
-OVERHEAD = 28
 
 
 def _peer(namespace: str, role: str, address: str) -> list[str]:
@@ -37,17 +35,6 @@ def _require_namespaces() -> None:
     why = _netns.unavailable()
     if why is not None:
         pytest.fail(f"this test needs network namespaces (CI runs as root): {why}")
-
-
-@pytest.mark.parametrize("mtu", [1500, 9000])
-def test_the_udp_transport_settles_on_the_veth_mtu_and_data_flows(mtu: int) -> None:
-    _require_namespaces()
-    with _netns.veth_pair(mtu=mtu) as (ns_a, ns_b, addr_a, _addr_b):
-        reports = _run_pair(ns_a, ns_b, addr_a)
-    for report in reports:
-        assert report["state"] == "SEARCH_COMPLETE"
-        assert report["path_mtu"] == mtu - (mtu - OVERHEAD) % 4  # whole 4-byte words
-        assert report["bytes"] == 64 * 16 * 1024
 
 
 #: The routed path's addresses: client -- router (a /30 each side) -- server.
@@ -63,15 +50,19 @@ CLIENT6, ROUTER_NEAR6, ROUTER_FAR6, SERVER6 = (
 VETH6_A, VETH6_B = "fd12:211::1", "fd12:211::2"
 
 
+@pytest.mark.parametrize("version", [4, 6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("mtu", [1500, 9000])
-def test_over_ipv6_the_transport_settles_on_the_veth_mtu_and_data_flows(mtu: int) -> None:
-    # IPv6 and UDP headers take 48 bytes, not 28: the SCTP packet is 20 bytes smaller.
+def test_the_udp_transport_settles_on_the_veth_mtu_and_data_flows(mtu: int, version: int) -> None:
+    # IP and UDP headers take 28 bytes (IPv4) or 48 (IPv6) of each frame; the SCTP
+    # packet is whole 4-byte words, which fill both MTUs exactly.
     _require_namespaces()
-    with _netns.veth_pair(mtu=mtu) as (ns_a, ns_b, _addr_a, _addr_b):
-        for ns, address in ((ns_a, VETH6_A), (ns_b, VETH6_B)):
-            # nodad: usable at once, without duplicate address detection's delay.
-            _ip("-n", ns, "addr", "add", f"{address}/64", "dev", _netns.INTERFACE, "nodad")
-        reports = _run_pair(ns_a, ns_b, VETH6_A)
+    with _netns.veth_pair(mtu=mtu) as (ns_a, ns_b, addr_a, _addr_b):
+        if version == 6:
+            for ns, address in ((ns_a, VETH6_A), (ns_b, VETH6_B)):
+                # nodad: usable at once, without duplicate address detection's delay.
+                _ip("-n", ns, "addr", "add", f"{address}/64", "dev", _netns.INTERFACE, "nodad")
+            addr_a = VETH6_A
+        reports = _run_pair(ns_a, ns_b, addr_a)
     for report in reports:
         assert report["state"] == "SEARCH_COMPLETE"
         assert report["path_mtu"] == mtu
@@ -172,28 +163,23 @@ def _icmp6_packet_too_big_sent(namespace: str) -> int:
     return int(counters["Icmp6OutPktTooBigs"])
 
 
-def test_a_router_s_packet_too_big_is_probed_next() -> None:
+@pytest.mark.parametrize(
+    ("server_address", "too_big_sent"),
+    [(SERVER, _icmp_unreachables_sent), (SERVER6, _icmp6_packet_too_big_sent)],
+    ids=["ipv4", "ipv6"],
+)
+def test_a_router_s_packet_too_big_is_probed_next(
+    server_address: str, too_big_sent: Callable[[str], int]
+) -> None:
     # The client's interface says 9000; a router further on forwards only 1450 (no
-    # common plateau). Its ICMP Fragmentation Needed ends the 9000-byte probe at once
-    # and names 1450, which is probed next (1448: whole 4-byte words of SCTP packet).
-    # The server's own interface is the narrow one.
+    # common plateau). Its ICMP Fragmentation Needed (ICMPv6 Packet Too Big: IPv6
+    # routers never fragment) ends the 9000-byte probe at once and names 1450, which
+    # is probed next (1448: whole 4-byte words of SCTP packet; probes alone would stop
+    # at the 1400 plateau). The server's own interface is the narrow one.
     _require_namespaces()
     with _routed_path(9000, 1450) as (client_ns, router_ns, server_ns):
-        client, server = _run_pair(server_ns, client_ns, SERVER)
-        assert _icmp_unreachables_sent(router_ns) > 0
-    assert (client["path_mtu"], server["path_mtu"]) == (1448, 1448)
-    for report in (client, server):
-        assert report["state"] == "SEARCH_COMPLETE"
-        assert report["bytes"] == 64 * 16 * 1024
-
-
-def test_over_ipv6_a_router_s_packet_too_big_is_probed_next() -> None:
-    # As above over IPv6, where routers never fragment: the router's ICMPv6 Packet Too
-    # Big names 1450, and the search settles there (1448: whole 4-byte words).
-    _require_namespaces()
-    with _routed_path(9000, 1450) as (client_ns, router_ns, server_ns):
-        client, server = _run_pair(server_ns, client_ns, SERVER6)
-        assert _icmp6_packet_too_big_sent(router_ns) > 0
+        client, server = _run_pair(server_ns, client_ns, server_address)
+        assert too_big_sent(router_ns) > 0
     assert (client["path_mtu"], server["path_mtu"]) == (1448, 1448)
     for report in (client, server):
         assert report["state"] == "SEARCH_COMPLETE"
