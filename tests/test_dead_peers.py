@@ -42,7 +42,7 @@ from trio_sctls.impaired import DROP, Direction, impaired_link
 from trio_sctls.sctp import SCTPConfig
 from trio_sctls.testing import association_pair, transport_pair
 from trio_sctls.transport import Message, MessageTransport
-from trio_sctls.transport._base import timers_of
+from trio_sctls.transport._setup import timers_of
 from trio_sctls.transport.udp import UDPTransport, open_udp_listener, open_udp_transport
 from trio_sctls.transport.udp._transport import init_timeout, silent_peer_timeout
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from ._tls import SessionCache
-from .transport._base import DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE, Timers
+from .transport._base import DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE
+from .transport._setup import Timers
 
 HandshakeStrategy = Literal["parallel", "resume", "lazy"]
 OverflowPolicy = Literal["pause", "abort"]

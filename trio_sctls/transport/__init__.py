@@ -52,8 +52,8 @@ from ._base import (
     StreamReset as StreamReset,
 )
 from ._base import (
-    Timers as Timers,
-)
-from ._base import (
     TransportState as TransportState,
+)
+from ._setup import (
+    Timers as Timers,
 )

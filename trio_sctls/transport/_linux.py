@@ -38,9 +38,8 @@ from ._base import (
     PeerAddressState,
     RemoteError,
     SendFailed,
-    Timers,
-    clamped_rtos,
 )
+from ._setup import Timers, clamped_rtos
 
 # --- Constants of the Linux SCTP socket API (include/uapi/linux/sctp.h) ----------------
 

@@ -51,9 +51,9 @@ from ._base import (
     TransportState,
     aborted_on_exit,
     closed_on_exit,
-    stream_arguments,
 )
 from ._memory_auth import MemoryAuthKeys, Signature
+from ._setup import stream_arguments
 
 #: Bytes a receiver may hold unread before senders wait; like a default SCTP rwnd.
 DEFAULT_WINDOW = 1024 * 1024

@@ -38,11 +38,8 @@ from ..._errors import (
 from .._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageListener,
-    Timers,
     aborted_on_exit,
     closed_on_exit,
-    stream_arguments,
-    timers_of,
 )
 from .._linux import (
     _IGNORED_ACCEPT_ERRORS,
@@ -61,6 +58,7 @@ from .._linux import (
     _resolve,
     _sctp_socket,
 )
+from .._setup import Timers, stream_arguments, timers_of
 from ._auth import KernelAuthKeys, enable_auth, peer_supports_auth, require_peer_auth
 from ._transport import KernelTransport
 

@@ -21,10 +21,8 @@ from ...sctp import (
 from .._base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageListener,
-    Timers,
-    stream_arguments,
-    timers_of,
 )
+from .._setup import Timers, stream_arguments, timers_of
 from ._socket import (
     DEFAULT_BACKLOG,
     _dual_stack,

@@ -56,10 +56,9 @@ from .._base import (
     RemoteError,
     ShutdownReceived,
     StreamReset,
-    Timers,
     TransportState,
-    clamped_rtos,
 )
+from .._setup import Timers, clamped_rtos
 from ._pmtu import interface_mtu
 from ._socket import (
     _CORE_DEFAULTS,
