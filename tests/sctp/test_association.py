@@ -391,6 +391,23 @@ def test_stream_reset_is_deferred_while_data_is_missing() -> None:
     assert StreamResetDone((0,), outgoing=True) in net.a.events
 
 
+@pytest.mark.parametrize("side", ["ours", "the peer's"])
+def test_a_shutdown_while_a_stream_reset_is_unanswered_completes_once_it_is_answered(
+    side: str,
+) -> None:
+    # The reset holds the stream (RFC 6525 section 5.1.2) until the peer's response; the
+    # SHUTDOWN (ours, or our SHUTDOWN ACK to the peer's) must go out as soon as the
+    # response releases it, not wait for a SACK that will never come.
+    net = connected(pair())
+    a, b = net.a.assoc, net.b.assoc
+    a.send(b"before the reset", stream=0)
+    assert net.run_until(lambda: len(net.b.messages()) == 1)
+    a.reset_streams([0], net.now)
+    (a if side == "ours" else b).shutdown(net.now)  # before the response is back
+    assert net.run_until(lambda: a.closed and b.closed, 5)
+    assert net.a.events[-1] == ShutdownComplete() and net.b.events[-1] == ShutdownComplete()
+
+
 def test_stream_reset_needs_peer_support() -> None:
     net = connected(pair(fast_config(), fast_config(reconfig=False)))
     assert net.a.of_type(AssociationUp) == [AssociationUp(10, 10, False)]

@@ -491,6 +491,9 @@ class Association(HandshakeMixin, PathMTUMixin):
                 self._send_reconf_request(now)
         if answers:
             self._control.append(bytes(ReconfigChunk(tuple(answers))))
+        # A response releases the streams the reset held: a SHUTDOWN waiting for them
+        # goes now (nothing else would wake it: there may be no DATA left to SACK).
+        self._progress_shutdown(now)
         return True
 
     def _send_reconf_request(self, now: float) -> None:
