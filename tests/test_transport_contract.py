@@ -228,6 +228,8 @@ async def test_after_our_own_close_every_call_raises_closed_resource_error(
             await transport.send_message(b"x", stream=0)
         with pytest.raises(trio.ClosedResourceError):
             await transport.reset_outgoing_stream(0)
+        with pytest.raises(trio.ClosedResourceError):
+            await transport.wait_sender_dry()
 
 
 @asynccontextmanager
@@ -324,6 +326,51 @@ async def test_receive_nowait_takes_only_what_is_ready_and_loses_or_reorders_not
         assert received == [Message(b"batch %d" % i, 0) for i in range(6)]
         with pytest.raises(trio.WouldBlock):
             pair.server.receive_nowait()
+
+
+async def test_once_the_sender_is_dry_the_peer_holds_every_message_sent(
+    connect: Connect,
+) -> None:
+    # wait_sender_dry() returns once the peer acknowledged everything: then all of it
+    # is in the peer's receive queue, ready without waiting, whatever the stream.
+    async with connect() as pair:
+        await pair.client.wait_sender_dry()  # nothing sent yet: dry at once
+        sent = [Message(b"m%d" % i * 700, i % 3, ppid=i) for i in range(12)]
+        for message in sent:
+            await pair.client.send_message(message.data, stream=message.stream, ppid=message.ppid)
+        await pair.client.wait_sender_dry()
+        received = []
+        with contextlib.suppress(trio.WouldBlock):
+            while True:
+                item = pair.server.receive_nowait()
+                if isinstance(item, Message):
+                    received.append(item)
+        assert received == sent
+
+
+async def test_wait_sender_dry_raises_when_the_peer_aborts_first(
+    connect: Connect,
+) -> None:
+    async with connect() as pair:
+        await pair.client.send_message(b"x", stream=0)
+        pair.server.abort()
+        with pytest.raises(AssociationAbortedError):
+            while True:  # dry before the ABORT arrived, or the ABORT seen
+                await pair.client.wait_sender_dry()
+                await pair.client.send_message(b"x", stream=0)
+                await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("connect", ["udp"], indirect=True)
+async def test_aborting_wakes_a_task_waiting_for_the_sender_to_dry(connect: Connect) -> None:
+    # The network is cut (udp's relay can), so what was sent stays unacknowledged and
+    # the wait blocks until our abort wakes it.
+    async with connect() as pair:
+        assert pair.cut is not None
+        pair.cut()
+        await pair.client.send_message(b"never acknowledged", stream=0)
+        async with blocked_until_closed(pair.client.wait_sender_dry):
+            pair.client.abort()
 
 
 async def test_two_tasks_in_receive_or_accept_at_once_is_a_busy_resource_error(

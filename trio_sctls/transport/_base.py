@@ -60,6 +60,9 @@ cancellation                                       a cancelled send queued the w
                                                    can (not on Linux one-to-one sockets)
 ``aclose()``                                       graceful SHUTDOWN, idempotent; aborts if
                                                    cancelled
+``wait_sender_dry()``                              returns once the peer acknowledged every
+                                                   message sent; raises as ``send_message`` if
+                                                   the association ends first
 =================================================  ================================================
 """
 
@@ -321,6 +324,12 @@ class MessageTransport(abc.ABC):
         # upper layer.
         raise PeerShutdownError("the peer shut the association down: nothing more can be sent")
 
+    def _check_not_over(self) -> None:
+        """Raise what :meth:`_check_status` raises if the association is over (broken
+        or closed); after the peer's SHUTDOWN what we sent is still acknowledged."""
+        if self._state is TransportState.BROKEN or self._state is TransportState.CLOSED:
+            self._check_status()
+
     def _end_of_receive(self) -> NoReturn:
         """Raise what :meth:`receive` raises once everything received was returned and
         nothing more can arrive."""
@@ -439,6 +448,22 @@ class MessageTransport(abc.ABC):
             self._check_status()
         return await self._reset(stream)
 
+    async def wait_sender_dry(self) -> None:
+        """Wait until the peer has acknowledged every message sent so far: nothing is
+        left to send or retransmit (RFC 6458's sender dry event). DTLS over SCTP waits
+        for this before a close_notify, so that it cannot overtake data on other streams.
+
+        Raises:
+            trio.ClosedResourceError: we closed or aborted this transport.
+            trio.BrokenResourceError: the association failed before everything was
+                acknowledged, or the peer had shut it down before the call (as
+                :meth:`send_message` would raise).
+        """
+        if self._state is not TransportState.OPEN:
+            await trio.lowlevel.checkpoint()
+            self._check_status()
+        await self._wait_sender_dry()
+
     async def aclose(self) -> None:
         """Shut the association down gracefully (SCTP SHUTDOWN) and release it.
 
@@ -502,6 +527,11 @@ class MessageTransport(abc.ABC):
         """Reset our outgoing ``stream`` (valid, state OPEN); default: unsupported."""
         await trio.lowlevel.checkpoint()
         return False
+
+    @abc.abstractmethod
+    async def _wait_sender_dry(self) -> None:
+        """Return (after a checkpoint) once everything sent is acknowledged; raise
+        (:meth:`_check_not_over`) if the association is over first."""
 
     @abc.abstractmethod
     async def _close(self, previous: TransportState) -> None:

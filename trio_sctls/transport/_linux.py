@@ -522,3 +522,15 @@ def _parse_event(data: bytes) -> Event | None:
         return None
     # Linux stores the cause code of the ABORT that failed the message, in network order.
     return SendFailed(stream, socket.ntohl(ppid), payload, socket.ntohs(error & 0xFFFF))
+
+
+def sctp_status(sock: socket.socket) -> tuple[int, int, int, int]:
+    """``(association id, DATA chunks unacknowledged, inbound streams, outbound
+    streams)`` of a one-to-one socket's association (``SCTP_STATUS``).
+
+    Raises:
+        OSError: the socket has no association (any more).
+    """
+    raw = sock.getsockopt(IPPROTO_SCTP, _SCTP_STATUS, _STATUS_SIZE)
+    assoc_id, _state, _rwnd, unacked, _pending, inbound, outbound, _frag = _STATUS.unpack_from(raw)
+    return assoc_id, unacked, inbound, outbound

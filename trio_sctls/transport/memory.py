@@ -249,6 +249,20 @@ class MemoryTransport(MessageTransport):
         self._peer._inbox.put_reset(stream)
         return True
 
+    async def _wait_sender_dry(self) -> None:
+        # Delivered is acknowledged here: only messages still held back by a delay
+        # are in flight.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        peer_inbox = self._peer._inbox
+        while True:
+            self._check_not_over()
+            in_flight = max((due for due, *_ in peer_inbox.heap), default=-math.inf)
+            if in_flight <= trio.current_time():
+                break
+            with trio.move_on_at(in_flight):
+                await peer_inbox.drained.park()  # woken early by an abort or close
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
     # -- receiving --------------------------------------------------------------------------
 
     def _receive_nowait(self) -> Received:

@@ -34,19 +34,15 @@ socket), so they go out in the order they asked. A receive returns one whole mes
 a message larger than one read (or split by the kernel's partial delivery) comes in
 pieces without ``MSG_EOR`` and is reassembled (with Linux's default
 ``SCTP_FRAGMENT_INTERLEAVE`` level 0, the pieces of one message are never interleaved
-with other messages). Pieces are counted against
-``max_message_size`` as they arrive, and a message that exceeds it aborts the
-association with :class:`~trio_sctls.RemoteProtocolError`, so a peer cannot make us
-buffer without bound. Reassembly state lives on the transport, so a receive cancelled
-between pieces loses nothing. Fragmentation is never disabled (RFC 3436 section 3.2).
-Linux refuses (``EMSGSIZE``, raised as :class:`ValueError`) to send a message larger than
-the socket's send buffer (425,984 bytes with default sysctls, see below), far above the
-largest TLS record. A sender whose peer does not read waits: SCTP's receive window
-pushes back, as a full TCP window does.
-
-**Sending cost.** The ``SCTP_SNDINFO`` control message of each (stream, ppid, unordered)
-is packed and validated once and then reused: per message, a send is a dictionary
-look-up and one ``sendmsg``.
+with other messages). Pieces are counted against ``max_message_size`` as they arrive,
+and a message that exceeds it aborts the association with
+:class:`~trio_sctls.RemoteProtocolError`, so a peer cannot make us buffer without bound.
+Reassembly state lives on the transport, so a receive cancelled between pieces loses
+nothing. Fragmentation is never disabled (RFC 3436 section 3.2). Linux refuses
+(``EMSGSIZE``, raised as :class:`ValueError`) to send a message larger than the socket's
+send buffer (425,984 bytes with default sysctls, see below), far above the largest TLS
+record. A sender whose peer does not read waits: SCTP's receive window pushes back, as a
+full TCP window does.
 
 **Notifications** (subscribed with ``SCTP_EVENT`` on the socket before connecting, or on
 the listener before ``listen``, which accepted sockets inherit): association change,
@@ -132,7 +128,6 @@ from .._linux import (
     _SCTP_RESET_STREAMS,
     _SCTP_SHUTDOWN_EVENT,
     _SCTP_SNDINFO,
-    _SCTP_STATUS,
     _SCTP_STREAM_RESET_DENIED,
     _SCTP_STREAM_RESET_EVENT,
     _SCTP_STREAM_RESET_FAILED,
@@ -140,8 +135,6 @@ from .._linux import (
     _SCTP_STREAM_RESET_OUTGOING,
     _SCTP_UNORDERED,
     _SNDINFO,
-    _STATUS,
-    _STATUS_SIZE,
     _STREAM_RESET_EVENT_LIST,
     _USER_INITIATED_ABORT,
     GRACEFUL_CLOSE_TIMEOUT,
@@ -153,6 +146,7 @@ from .._linux import (
     _cause_text,
     _parse_event,
     _parse_rcvinfo,
+    sctp_status,
 )
 
 #: Most distinct (stream, ppid, unordered) control messages kept per transport.
@@ -262,11 +256,7 @@ class KernelTransport(MessageTransport):
 
     def _read_status(self) -> None:
         """Read the negotiated stream counts and association id (SCTP_STATUS)."""
-        raw = self._sock.getsockopt(IPPROTO_SCTP, _SCTP_STATUS, _STATUS_SIZE)
-        assoc_id, _state, _rwnd, _unacked, _pending, inbound, outbound, _frag = _STATUS.unpack_from(
-            raw
-        )
-        self._assoc_id, self._inbound_streams, self._outbound_streams = assoc_id, inbound, outbound
+        self._assoc_id, _, self._inbound_streams, self._outbound_streams = sctp_status(self._sock)
 
     # -- Errors and states ---------------------------------------------------------------
 
@@ -385,6 +375,26 @@ class KernelTransport(MessageTransport):
                 continue
             await trio.lowlevel.checkpoint()
             return True
+
+    async def _wait_sender_dry(self) -> None:
+        # Linux tells it only as an event among what the receiver reads: poll. Data held
+        # unsent means some in flight (a zero-window probe at least): 0 unacked is dry.
+        delay = RESET_RETRY_MIN
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_not_over()
+            try:
+                unacknowledged = sctp_status(self._sock)[1]
+            except OSError:  # the association is gone: SO_ERROR says how (0: shut down)
+                error = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    raise self._send_error(OSError(error, os.strerror(error))) from None
+                unacknowledged = 0
+            if not unacknowledged:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, RESET_RETRY_MAX)
 
     # -- Receiving -----------------------------------------------------------------------
 

@@ -203,6 +203,7 @@ class UDPTransport(MessageTransport):
         self._inbox: deque[Received] = deque()
         self._readers = trio.lowlevel.ParkingLot()
         self._senders = trio.lowlevel.ParkingLot()
+        self._dry = trio.lowlevel.ParkingLot()  # tasks in wait_sender_dry()
         self._settled = trio.Event()  # up, or failed before coming up
         self._done = trio.Event()  # the association is over
         self._max_message_size = assoc.config.max_message_size
@@ -398,13 +399,16 @@ class UDPTransport(MessageTransport):
     def _wake_all(self) -> None:
         self._readers.unpark_all()
         self._senders.unpark_all()
+        self._dry.unpark_all()
 
     def _wake_senders(self) -> None:
         # One at a time: each sender that finds room wakes the next (see send_message),
         # instead of every blocked sender waking to find the room taken.
-        if not self._senders:
+        if self._dry and self._assoc.queued_bytes == 0:
+            self._dry.unpark_all()
+        if not self._senders and not self._dry:
             self._udp.blocked.discard(self)
-        elif self._has_room(1):
+        elif self._senders and self._has_room(1):
             self._senders.unpark()
 
     def _has_room(self, size: int) -> bool:
@@ -462,6 +466,15 @@ class UDPTransport(MessageTransport):
             return False
         self._udp.request_flush()
         return True
+
+    async def _wait_sender_dry(self) -> None:
+        # The pump wakes blocked transports after every burst it processed (SACKs).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._assoc.queued_bytes:
+            self._udp.blocked.add(self)
+            await self._dry.park()
+            self._check_not_over()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     # -- receiving -----------------------------------------------------------------------
 
