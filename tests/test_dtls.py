@@ -39,7 +39,7 @@ from trio_sctls.dtls._keys import KeySchedule, next_key_id
 from trio_sctls.dtls._records import MAX_RECORD, parse_message
 from trio_sctls.transport import Message
 from trio_sctls.transport._memory_auth import MemoryAuthKeys
-from trio_sctls.transport.memory import MemoryTransport, memory_pair
+from trio_sctls.transport.memory import MemoryTransport, StreamDelay, memory_pair
 
 from .conftest import CA, OTHER_SERVER_CERT, SERVER_CERT, SERVER_NAME
 
@@ -64,9 +64,9 @@ def client_context(pems: dict[str, Path], ca: str = "ca") -> SSL.Context:
 
 
 async def handshaken_pair(
-    pems: dict[str, Path],
+    pems: dict[str, Path], client_delay: StreamDelay | None = None
 ) -> tuple[DTLSAssociation, DTLSAssociation]:
-    client_sctp, server_sctp = memory_pair(auth=True)
+    client_sctp, server_sctp = memory_pair(auth=True, client_delay=client_delay)
     client = DTLSAssociation(
         client_sctp, client_context(pems), server_side=False, server_hostname=SERVER_NAME
     )
@@ -128,6 +128,21 @@ async def test_each_record_travels_as_one_message_and_control_records_on_stream_
             seen.append((header.content_type, message.stream, message.ppid))
         nursery.cancel_scope.cancel()
     assert seen == [(22, 0, 47)] * 4
+
+
+async def test_close_notify_waits_until_the_peer_has_everything_sent_before(
+    pems: dict[str, Path], autojump_clock: trio.testing.MockClock
+) -> None:
+    # RFC 6083 (Shutdown): close_notify only once every earlier message is
+    # acknowledged. Stream 3 is slow and stream 0 (close_notify's) is not: sent at once,
+    # the close_notify would arrive first and the message would never be read.
+    client, server = await handshaken_pair(pems, lambda stream: 2.0 if stream == 3 else 0.0)
+    await client.send_message(b"last words", stream=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.aclose)
+        read = [message.data async for message in server]  # until the close_notify
+    assert read == [b"last words"]
+    await server.aclose()
 
 
 async def test_the_first_handshake_switches_both_ends_to_key_1_and_deletes_key_0(

@@ -36,7 +36,7 @@ from typing import final
 import trio
 from OpenSSL import SSL
 
-from .._errors import AssociationError, HandshakeError, RemoteProtocolError
+from .._errors import AssociationError, HandshakeError, PeerShutdownError, RemoteProtocolError
 from .._util import OverTransport
 from ..transport import Message, MessageTransport, ShutdownReceived, TransportState
 from ..transport._base import check_send_args
@@ -261,8 +261,9 @@ class DTLSAssociation(OverTransport):
     # -- closing -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Send close_notify, then shut SCTP down gracefully (within
-        ``options.close_timeout``, else abort). Idempotent.
+        """Send close_notify once the peer has acknowledged everything sent before, then
+        shut SCTP down gracefully (all within ``options.close_timeout``, else abort).
+        Idempotent.
 
         .. warning:: If cancelled, the association is aborted instead.
         """
@@ -277,8 +278,14 @@ class DTLSAssociation(OverTransport):
                 and self.transport.state is TransportState.OPEN
             ):
                 with trio.move_on_after(self.options.close_timeout) as scope:
-                    self._engine.close()
+                    # RFC 6083 (Shutdown): close_notify only once the peer acknowledged
+                    # everything before it, which it then reads first, whatever the
+                    # streams; sent at once, it could overtake data on other streams.
                     await self._flush(closing=True)
+                    if self.transport.state is TransportState.OPEN:
+                        await self.transport.wait_sender_dry()
+                        self._engine.close()
+                        await self._flush(closing=True)
                     await self.transport.aclose()
                 if scope.cancelled_caught:
                     self.transport.abort("close timed out")
@@ -371,6 +378,12 @@ class DTLSAssociation(OverTransport):
                         ppid=record.ppid,
                         unordered=record.unordered,
                     )
+                except PeerShutdownError as exc:
+                    if not closing:
+                        raise self._fail(exc) from None
+                    # The peer shut SCTP down while we close: nothing more can reach it.
+                    self._pending.clear()
+                    return
                 except AssociationError as exc:
                     raise self._fail(exc) from None
                 self._pending.popleft()
