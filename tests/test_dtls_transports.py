@@ -112,13 +112,14 @@ async def test_a_client_trusting_another_ca_fails_and_the_server_serves_on(
     nursery.cancel_scope.cancel()
 
 
-async def test_no_chunk_is_dropped_for_want_of_a_key_while_switching_keys(
+async def test_no_chunk_is_dropped_for_want_of_a_key_through_two_renegotiations(
     pems: dict[str, Path],
 ) -> None:
-    """Each Finished travels under a key its receiver already holds, so the key switch
-    costs no retransmission timeout (RFC 6083 section 4.7, as its successor draft and
-    OpenSSL order it). Our SCTP core counts every chunk it drops (RFC 4895 section 6.3);
-    a Finished signed with a key the peer's DTLS layer has not derived yet is one."""
+    """Each Finished travels under a key its receiver already holds, so no key switch
+    costs a retransmission timeout (RFC 6083 section 4.7, as its successor draft and
+    OpenSSL order it). Our SCTP core counts every chunk it drops (RFC 4895 section 6.3):
+    a Finished signed with a key the peer's DTLS layer has not derived yet would be
+    one. After the third handshake key 1 is deleted, key 2 retired, key 3 active."""
     context = create_dtls_context(server_side=True, certfile=pems["server"])
     async with (
         open_dtls_listener(
@@ -127,23 +128,35 @@ async def test_no_chunk_is_dropped_for_want_of_a_key_while_switching_keys(
         trio.open_nursery() as nursery,
     ):
         accepted: list[DTLSAssociation] = []
+        rounds_done = trio.Event()
 
         async def serve_one() -> None:
             association = await listener.accept()
             accepted.append(association)
             await association.do_handshake()
-            message = await association.receive()
-            await association.send_message(message.data, stream=message.stream)
+            for round_ in range(1, 4):  # the handshake, then two renegotiations
+                if round_ > 1:
+                    await association.renegotiate()
+                assert association.active_key_id == round_
+                await association.send_message(b"round %d" % round_, stream=round_)
+                assert (await association.receive()).data == b"round %d" % round_
+            rounds_done.set()
 
         nursery.start_soon(serve_one)
-        async with connect("udp", listener, pems) as client:
-            await client.send_message(b"first", stream=1)
-            assert (await client.receive()).data == b"first"
-            for association in (client, accepted[0]):
-                auth = association.transport.auth
-                assert isinstance(auth, AssociationAuth)
-                assert association.active_key_id == 1 and auth.key_ids == (1,)
-                assert auth.counters == AuthCounters(), auth.counters
+        async with connect("udp", listener, pems) as client, trio.open_nursery() as echoing:
+
+            async def echo() -> None:
+                async for message in client:
+                    await client.send_message(message.data, stream=message.stream)
+
+            echoing.start_soon(echo)
+            await rounds_done.wait()
+            echoing.cancel_scope.cancel()
+        for association in (client, accepted[0]):
+            auth = association.transport.auth
+            assert isinstance(auth, AssociationAuth)
+            assert association.active_key_id == 3 and auth.key_ids == (2, 3)
+            assert auth.counters == AuthCounters(), auth.counters
 
 
 async def test_the_command_line_serves_and_connects_with_dtls(certs: Path) -> None:
